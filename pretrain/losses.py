@@ -1,0 +1,118 @@
+"""Losses for deep supervision with adaptive halting (DESIGN section 2).
+
+- ``stablemax_cross_entropy``: per-sequence mean of the stablemax cross-entropy over non-PAD labels,
+  computed in float64.
+- ``act_loss``: the loss of one supervision step for a batch, divided by the global batch size, and
+  detached metric sums.
+- ``q_continue_target``: HRM's Q-learning target for the continue logit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from arc_data.encoding import PAD
+
+
+def stablemax(x: Tensor) -> Tensor:
+    """s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0 (positive, monotone, linear growth)."""
+    return torch.where(x >= 0, x + 1, 1 / (1 - torch.clamp(x, max=0)))
+
+
+def log_stablemax(logits: Tensor, dim: int = -1) -> Tensor:
+    """log(s(x_i) / sum_j s(x_j)) in float64."""
+    s = stablemax(logits.double())
+    return torch.log(s) - torch.log(s.sum(dim=dim, keepdim=True))
+
+
+def stablemax_token_loss(logits: Tensor, labels: Tensor, ignore_index: int = PAD) -> Tensor:
+    """Per-token stablemax cross-entropy in float64: (B, S, V), (B, S) -> (B, S); 0 where ignored."""
+    valid = labels != ignore_index
+    logp = log_stablemax(logits)
+    picked = logp.gather(-1, torch.where(valid, labels, 0).long().unsqueeze(-1)).squeeze(-1)
+    return torch.where(valid, -picked, torch.zeros_like(picked))
+
+
+def stablemax_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = PAD) -> Tensor:
+    """Per-sequence mean over non-ignored labels, float64: (B, S, V), (B, S) -> (B,).
+
+    A sequence with no valid label contributes 0.
+    """
+    counts = (labels != ignore_index).sum(-1).clamp_min(1)
+    return stablemax_token_loss(logits, labels, ignore_index).sum(-1) / counts
+
+
+def q_continue_target(next_q_logits: Tensor, is_last_step: Tensor) -> Tensor:
+    """HRM's target for q_continue, from a no-grad forward pass from the *next* state on the same batch.
+
+    next_q_logits (B, 2) are (halt, continue) of that pass; is_last_step (B,) bool marks slots whose
+    step just taken was their last allowed one (continuing is impossible, so only halting counts):
+        target = sigmoid(next_halt)                        if is_last_step
+                 sigmoid(max(next_halt, next_continue))    otherwise
+    Returned detached, in fp32.
+    """
+    nh, nc = next_q_logits[:, 0].float(), next_q_logits[:, 1].float()
+    return torch.sigmoid(torch.where(is_last_step, nh, torch.maximum(nh, nc))).detach()
+
+
+def act_loss(logits: Tensor, labels: Tensor, q_logits: Tensor, halted: Tensor, steps: Tensor,
+             global_batch_size: int, target_q_continue: Tensor | None = None,
+             ignore_index: int = PAD) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss of one supervision step and metric sums.
+
+    logits (B, S, V), labels (B, S), q_logits (B, 2) (halt, continue), halted (B,) bool (slots that
+    halted after this step), steps (B,) int (steps taken including this one), global_batch_size:
+    the batch size summed over all ranks. target_q_continue (B,): HRM only, from ``q_continue_target``.
+
+        loss = [ sum_b lm_b + 0.5 * (sum_b BCE(q_halt_b, exact_b) + sum_b BCE(q_cont_b, target_b)) ] / global_batch_size
+
+    where lm_b is the per-sequence stablemax CE mean and exact_b says every non-PAD label of b is
+    predicted by argmax. Every slot contributes to the loss, halted or not.
+
+    Metrics are detached sums over the slots that halted and have at least one label, so they can be
+    all-reduced and divided by ``count`` (see ``summarize_metrics``): ``count``, ``exact_accuracy``,
+    ``token_accuracy`` (per-sequence fraction, summed), ``q_halt_accuracy`` (q_halt >= 0 agrees with
+    exactness), ``steps``; plus the loss parts summed over the whole batch: ``lm_loss``,
+    ``q_halt_loss``, ``q_continue_loss`` (0 without a target).
+    """
+    mask = labels != ignore_index
+    counts = mask.sum(-1)
+    correct = mask & (logits.argmax(-1) == labels)
+    exact = correct.sum(-1) == counts  # (B,)
+
+    lm = stablemax_cross_entropy(logits, labels, ignore_index).sum()
+    q_halt = q_logits[:, 0].float()
+    q_halt_loss = F.binary_cross_entropy_with_logits(q_halt, exact.float(), reduction="sum")
+    q_continue_loss = torch.zeros((), device=logits.device)
+    if target_q_continue is not None:
+        q_continue_loss = F.binary_cross_entropy_with_logits(q_logits[:, 1].float(), target_q_continue.float(),
+                                                             reduction="sum")
+    loss = ((lm + 0.5 * (q_halt_loss + q_continue_loss)) / global_batch_size).float()
+
+    with torch.no_grad():
+        valid = halted & (counts > 0)
+        token_frac = correct.sum(-1).float() / counts.clamp_min(1).float()
+        metrics = {
+            "count": valid.sum().float(),
+            "exact_accuracy": (valid & exact).sum().float(),
+            "token_accuracy": torch.where(valid, token_frac, 0.0).sum(),
+            "q_halt_accuracy": (valid & ((q_halt >= 0) == exact)).sum().float(),
+            "steps": torch.where(valid, steps.float(), 0.0).sum(),
+            "lm_loss": lm.detach().float(),
+            "q_halt_loss": q_halt_loss.detach(),
+            "q_continue_loss": q_continue_loss.detach(),
+        }
+    return loss, metrics
+
+
+def summarize_metrics(sums: dict[str, Tensor], batch_size: int | None = None) -> dict[str, float]:
+    """Means from (possibly all-reduced) sums: halted-slot metrics over ``count``; loss parts over batch_size."""
+    count = max(float(sums["count"]), 1.0)
+    out = {"count": float(sums["count"])}
+    for k in ("exact_accuracy", "token_accuracy", "q_halt_accuracy", "steps"):
+        out[k] = float(sums[k]) / count
+    for k in ("lm_loss", "q_halt_loss", "q_continue_loss"):
+        out[k] = float(sums[k]) / batch_size if batch_size else float(sums[k])
+    return out

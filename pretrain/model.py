@@ -1,0 +1,440 @@
+"""The recursive reasoning models: TRM (attention or sequence-MLP) and HRM, in one file.
+
+Read top to bottom: initialisation helpers, RMSNorm, rotary position embeddings (1-D and 2-D),
+attention, SwiGLU, the post-norm block, the shared input embedding and heads, then TRM, HRM,
+the ACT halting rule, ``build_model`` and ``count_parameters``.
+
+Shapes: B batch, S canvas cells (side * side, row-major), P prefix tokens, L = P + S, C hidden,
+H heads, D head dim, V vocabulary.
+
+Dtypes: parameters are fp32 master weights; every forward computes in ``model.compute_dtype``
+(``config.forward_dtype`` unless the constructor is given another) by casting weights at use.
+RMSNorm and RoPE compute in fp32 and cast back. Logits and q logits come out in fp32.
+
+One call of ``forward`` is one *supervision step* (DESIGN section 2). The caller owns the ACT loop
+(step counts, halting, refilling slots) and passes the carry back in; ``reset_carry`` puts chosen
+batch slots back to the initial state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pretrain.config import ModelConfig
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation
+
+# Standard deviation of a standard normal truncated to [-2, 2]:
+# var = 1 - 2 * a * phi(a) / (2 * Phi(a) - 1) with a = 2.
+_A = 2.0
+_PHI = math.exp(-_A * _A / 2) / math.sqrt(2 * math.pi)
+_MASS = math.erf(_A / math.sqrt(2))  # 2 * Phi(a) - 1
+TRUNC_STD = math.sqrt(1 - 2 * _A * _PHI / _MASS)  # ~0.8796
+
+
+@torch.no_grad()
+def trunc_normal_(tensor: Tensor, std: float, generator: torch.Generator | None = None) -> Tensor:
+    """Fill ``tensor`` from a normal cut at +-2 (of the underlying unit normal), rescaled to std ``std``."""
+    if std == 0:
+        return tensor.zero_()
+    nn.init.trunc_normal_(tensor, mean=0.0, std=1.0, a=-_A, b=_A, generator=generator)
+    return tensor.mul_(std / TRUNC_STD)
+
+
+class Linear(nn.Module):
+    """A linear layer whose fp32 weight is cast to the input's dtype at use. Init std 1/sqrt(fan_in)."""
+
+    def __init__(self, fan_in: int, fan_out: int, bias: bool = False, generator: torch.Generator | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(fan_out, fan_in), 1 / math.sqrt(fan_in), generator))
+        self.bias = nn.Parameter(torch.zeros(fan_out)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+def rms_norm(x: Tensor, eps: float) -> Tensor:
+    """Weightless RMSNorm over the last axis, computed in fp32."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotary position embeddings
+#
+# rope1d: token i of the flattened sequence (prefix 0..P-1, then cells row-major) has position i;
+#   every head dim pair (j, j + D/2) rotates by angle i * base^(-2j/D) ("rotate half" layout).
+# rope2d: the head dim is split in two halves; the first half rotates with the cell's row, the
+#   second with its column, each as 1-D RoPE of size D/2. Cell (r, c) of a side-s canvas has
+#   position (r + 1, c) whatever s is, so the relative offset between two cells does not depend on
+#   the canvas size. Prefix token k sits on a virtual row 0 above the canvas at column k: position
+#   (0, k). Prefix tokens stay distinguishable from each other and their offset to a cell is again
+#   independent of the canvas size.
+
+
+@dataclass(frozen=True)
+class Rope:
+    cos: Tensor  # (L, D) fp32
+    sin: Tensor  # (L, D) fp32
+    groups: int  # 1 for rope1d, 2 for rope2d: rotate-half is applied within each of `groups` chunks of D
+
+
+def _inv_freq(dim: int, base: float, device: torch.device) -> Tensor:
+    return 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))  # (dim/2,)
+
+
+def rope_positions(config: ModelConfig, side: int, device: torch.device | str = "cpu") -> Tensor:
+    """Positions of the L = P + side**2 tokens: (L,) for rope1d, (L, 2) as (row, column) for rope2d."""
+    P = config.prefix_tokens
+    if config.pos_encoding == "rope1d":
+        return torch.arange(P + side * side, device=device, dtype=torch.float32)
+    cells = torch.arange(side * side, device=device)
+    rows = torch.cat([torch.zeros(P, device=device), (cells // side + 1).float()])
+    cols = torch.cat([torch.arange(P, device=device).float(), (cells % side).float()])
+    return torch.stack([rows, cols], dim=-1)
+
+
+def build_rope(config: ModelConfig, side: int, device: torch.device | str = "cpu") -> Rope:
+    """cos/sin tables for a side x side canvas with the config's prefix."""
+    device = torch.device(device)
+    pos = rope_positions(config, side, device)
+    D = config.head_dim
+    if config.pos_encoding == "rope1d":
+        angles = torch.outer(pos, _inv_freq(D, config.rope_base, device))  # (L, D/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (L, D)
+        groups = 1
+    else:
+        inv = _inv_freq(D // 2, config.rope_base, device)  # (D/4,)
+        a_row = torch.outer(pos[:, 0], inv)
+        a_col = torch.outer(pos[:, 1], inv)
+        angles = torch.cat([a_row, a_row, a_col, a_col], dim=-1)  # (L, D)
+        groups = 2
+    return Rope(angles.cos(), angles.sin(), groups)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([-b, a], dim=-1)
+
+
+def apply_rope(x: Tensor, rope: Rope) -> Tensor:
+    """Rotate x (B, L, H, D) by position; computed in fp32, returned in x's dtype."""
+    B, L, H, D = x.shape
+    g = rope.groups
+    x32 = x.float().view(B, L, H, g, D // g)
+    cos = rope.cos.view(1, L, 1, g, D // g)
+    sin = rope.sin.view(1, L, 1, g, D // g)
+    out = x32 * cos + _rotate_half(x32) * sin
+    return out.view(B, L, H, D).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with RoPE on q and k, no biases."""
+
+    def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        self.heads = config.heads
+        self.qkv = Linear(config.hidden, 3 * config.hidden, generator=generator)
+        self.out = Linear(config.hidden, config.hidden, generator=generator)
+
+    def forward(self, x: Tensor, rope: Rope) -> Tensor:
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, C // self.heads).unbind(2)  # each (B, L, H, D)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, H, L, D)
+        return self.out(y.transpose(1, 2).reshape(B, L, C))
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)) over the last axis; gate and up share one matrix."""
+
+    def __init__(self, width: int, inner: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.gate_up = Linear(width, 2 * inner, generator=generator)
+        self.down = Linear(inner, width, generator=generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Post-norm block: x = norm(x + mix(x)); x = norm(x + mlp(x)).
+
+    mix is attention (trm, hrm) or, for trm-mlp, a SwiGLU over the sequence axis. As in the reference
+    implementation, the trm-mlp branch normalises while transposed, i.e. over the sequence axis; its
+    weights are sized by the sequence length, so trm-mlp only runs at the full canvas.
+    """
+
+    def __init__(self, config: ModelConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        self.eps = config.norm_eps
+        if config.arch == "trm-mlp":
+            self.attn = None
+            self.token_mlp = SwiGLU(config.seq_len, config.resolved_token_mlp_inner, generator)
+        else:
+            self.attn = Attention(config, generator)
+            self.token_mlp = None
+        self.mlp = SwiGLU(config.hidden, config.mlp_inner, generator)
+
+    def forward(self, x: Tensor, rope: Rope) -> Tensor:  # (B, L, C) -> (B, L, C)
+        if self.token_mlp is not None:
+            xt = x.transpose(1, 2)  # (B, C, L)
+            x = rms_norm(xt + self.token_mlp(xt), self.eps).transpose(1, 2)
+        else:
+            x = rms_norm(x + self.attn(x, rope), self.eps)
+        return rms_norm(x + self.mlp(x), self.eps)
+
+
+class Reasoner(nn.Module):
+    """A stack of blocks; called as net(h) where h already holds the summed inputs."""
+
+    def __init__(self, config: ModelConfig, layers: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(config, generator) for _ in range(layers))
+
+    def forward(self, h: Tensor, rope: Rope) -> Tensor:
+        for block in self.blocks:
+            h = block(h, rope)
+        return h
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces: input embedding, initial states, heads
+
+
+@dataclass
+class Carry:
+    """The recurrent state between supervision steps, each (B, L, C) in the compute dtype.
+
+    TRM: y is the answer state, z the latent. HRM: y is z_H (the slow module), z is z_L (the fast one).
+    """
+
+    y: Tensor
+    z: Tensor
+
+
+def _as_dtype(name: str) -> torch.dtype:
+    return getattr(torch, name)
+
+
+class RecursiveModel(nn.Module):
+    """What TRM and HRM share: embeddings, the two initial-state buffers, lm_head and q_head."""
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None, seed: int = 0):
+        super().__init__()
+        self.config = config
+        self.compute_dtype = dtype if dtype is not None else _as_dtype(config.forward_dtype)
+        g = torch.Generator().manual_seed(seed)
+        self._generator = g  # only used while subclasses build their layers
+        C = config.hidden
+        self.embed_scale = math.sqrt(C)
+        self.embed_tokens = nn.Parameter(trunc_normal_(torch.empty(config.vocab, C), 1 / math.sqrt(C), g))
+        self.lm_head = Linear(C, config.vocab, generator=g)
+        self.q_head = Linear(C, 2, bias=True, generator=g)  # index 0: halt logit, 1: continue logit
+        with torch.no_grad():
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+        # Fixed (not learned) initial states, broadcast to every position.
+        self.register_buffer("y_init", trunc_normal_(torch.empty(C), 1.0, g))
+        self.register_buffer("z_init", trunc_normal_(torch.empty(C), 1.0, g))
+        self._rope_cache: dict[tuple[int, str], Rope] = {}
+
+    # -- sequence geometry ------------------------------------------------------------------
+
+    def canvas_side(self, num_cells: int) -> int:
+        side = math.isqrt(num_cells)
+        if side * side != num_cells or not 1 <= side <= self.config.canvas:
+            raise ValueError(f"{num_cells} cells is not a square canvas of side 1..{self.config.canvas}")
+        if self.config.arch == "trm-mlp" and side != self.config.canvas:
+            raise ValueError(f"trm-mlp only runs at its full canvas ({self.config.canvas}), got side {side}")
+        return side
+
+    def rope(self, side: int, device: torch.device) -> Rope:
+        key = (side, str(device))
+        if key not in self._rope_cache:
+            self._rope_cache[key] = build_rope(self.config, side, device)
+        return self._rope_cache[key]
+
+    # -- input --------------------------------------------------------------------------------
+
+    def input_embedding(self, tokens: Tensor, puzzle_emb: Tensor | None) -> Tensor:
+        """sqrt(C) * [puzzle prefix ; embed(tokens)]: (B, S) int, (B, puzzle_dim) -> (B, L, C) compute dtype.
+
+        The puzzle vector is zero-padded to a multiple of C and reshaped into its first
+        ``config.puzzle_tokens`` prefix tokens; the rest of the prefix is zero.
+        """
+        cfg, dt = self.config, self.compute_dtype
+        B = tokens.shape[0]
+        x = F.embedding(tokens.long(), self.embed_tokens.to(dt))  # (B, S, C)
+        prefix = torch.zeros(B, cfg.prefix_tokens, cfg.hidden, device=x.device, dtype=dt)
+        if cfg.puzzle_tokens:
+            if puzzle_emb is None or puzzle_emb.shape != (B, cfg.puzzle_dim):
+                got = None if puzzle_emb is None else tuple(puzzle_emb.shape)
+                raise ValueError(f"puzzle_emb must have shape {(B, cfg.puzzle_dim)}, got {got}")
+            pe = F.pad(puzzle_emb.to(dt), (0, cfg.puzzle_tokens * cfg.hidden - cfg.puzzle_dim))
+            prefix = torch.cat([pe.view(B, cfg.puzzle_tokens, cfg.hidden), prefix[:, cfg.puzzle_tokens:]], dim=1)
+        return self.embed_scale * torch.cat([prefix, x], dim=1)  # (B, L, C)
+
+    # -- carry --------------------------------------------------------------------------------
+
+    def initial_carry(self, batch_size: int, device: torch.device | str | None = None,
+                      side: int | None = None) -> Carry:
+        """Both states at their fixed initial vectors, (B, P + side**2, C); side defaults to the full canvas."""
+        device = self.y_init.device if device is None else torch.device(device)
+        L = self.config.prefix_tokens + (side or self.config.canvas) ** 2
+        shape = (batch_size, L, self.config.hidden)
+        y = self.y_init.to(device=device, dtype=self.compute_dtype).expand(shape).contiguous()
+        z = self.z_init.to(device=device, dtype=self.compute_dtype).expand(shape).contiguous()
+        return Carry(y, z)
+
+    def reset_carry(self, carry: Carry, mask: Tensor) -> Carry:
+        """Slots where mask (B,) bool is True go back to the initial states; the others are kept."""
+        m = mask.view(-1, 1, 1)
+        return Carry(torch.where(m, self.y_init.to(carry.y.dtype), carry.y),
+                     torch.where(m, self.z_init.to(carry.z.dtype), carry.z))
+
+    # -- output -------------------------------------------------------------------------------
+
+    def heads(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, L, C) -> logits over the canvas cells (B, S, V) fp32, q logits at prefix 0 (B, 2) fp32."""
+        logits = self.lm_head(y[:, self.config.prefix_tokens:]).float()
+        q_logits = self.q_head(y[:, 0]).float()
+        return logits, q_logits
+
+    def _prepare(self, carry: Carry, tokens: Tensor, puzzle_emb: Tensor | None) -> tuple[Tensor, Rope]:
+        if tokens.dim() == 3:  # (B, side, side) -> (B, S)
+            tokens = tokens.flatten(1)
+        side = self.canvas_side(tokens.shape[1])
+        x = self.input_embedding(tokens, puzzle_emb)
+        if carry.y.shape != x.shape or carry.z.shape != x.shape:
+            raise ValueError(f"carry {tuple(carry.y.shape)} does not match the input {tuple(x.shape)}")
+        return x, self.rope(side, x.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# TRM
+
+
+class TRM(RecursiveModel):
+    """Tiny Recursive Model: one network updates the latent z n times, then the answer y, T times.
+
+    One supervision step (forward):
+        T-1 times without gradient, then once with:  n times z = net(z + y + x);  y = net(y + z)
+        logits = lm_head(y) over the cells;  q = q_head(y at prefix position 0)
+    """
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None, seed: int = 0):
+        if config.arch not in ("trm", "trm-mlp"):
+            raise ValueError(f"TRM needs arch 'trm' or 'trm-mlp', got {config.arch!r}")
+        super().__init__(config, dtype, seed)
+        self.net = Reasoner(config, config.layers, self._generator)
+        del self._generator
+
+    def forward(self, carry: Carry, tokens: Tensor, puzzle_emb: Tensor | None) -> tuple[Carry, Tensor, Tensor]:
+        """carry, tokens (B, S), puzzle_emb (B, puzzle_dim) -> (new carry detached, logits (B, S, V), q (B, 2))."""
+        x, rope = self._prepare(carry, tokens, puzzle_emb)
+        y, z = carry.y, carry.z
+        T, n = self.config.T, self.config.n
+        with torch.no_grad():
+            for _ in range(T - 1):
+                for _ in range(n):
+                    z = self.net(z + y + x, rope)
+                y = self.net(y + z, rope)
+        for _ in range(n):
+            z = self.net(z + y + x, rope)
+        y = self.net(y + z, rope)
+        logits, q_logits = self.heads(y)
+        return Carry(y.detach(), z.detach()), logits, q_logits
+
+
+# ---------------------------------------------------------------------------------------------
+# HRM
+
+
+class HRM(RecursiveModel):
+    """Hierarchical Reasoning Model: separate fast (L) and slow (H) modules.
+
+    One supervision step (forward), with z_H = carry.y and z_L = carry.z:
+        T (H_cycles) times:  n (L_cycles) times z_L = L(z_L + z_H + x);  z_H = H(z_H + z_L)
+    Only the very last L call and the last H call get gradients (the "one-step gradient").
+    q_head on z_H at prefix position 0 gives (halt, continue) logits; HRM halts when halt > continue
+    and trains continue toward ``losses.q_continue_target`` from a second forward pass.
+    """
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None, seed: int = 0):
+        if config.arch != "hrm":
+            raise ValueError(f"HRM needs arch 'hrm', got {config.arch!r}")
+        super().__init__(config, dtype, seed)
+        self.L_net = Reasoner(config, config.layers, self._generator)
+        self.H_net = Reasoner(config, config.layers, self._generator)
+        del self._generator
+
+    def forward(self, carry: Carry, tokens: Tensor, puzzle_emb: Tensor | None) -> tuple[Carry, Tensor, Tensor]:
+        """carry, tokens (B, S), puzzle_emb (B, puzzle_dim) -> (new carry detached, logits (B, S, V), q (B, 2))."""
+        x, rope = self._prepare(carry, tokens, puzzle_emb)
+        z_H, z_L = carry.y, carry.z
+        T, n = self.config.T, self.config.n
+        with torch.no_grad():
+            for h in range(T):
+                for l in range(n):
+                    if h < T - 1 or l < n - 1:
+                        z_L = self.L_net(z_L + z_H + x, rope)
+                if h < T - 1:
+                    z_H = self.H_net(z_H + z_L, rope)
+        z_L = self.L_net(z_L + z_H + x, rope)
+        z_H = self.H_net(z_H + z_L, rope)
+        logits, q_logits = self.heads(z_H)
+        return Carry(z_H.detach(), z_L.detach()), logits, q_logits
+
+
+# ---------------------------------------------------------------------------------------------
+# ACT halting rule
+
+
+def halt_decision(q_logits: Tensor, steps: Tensor, config: ModelConfig, training: bool,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Which slots halt after the supervision step just taken. (B, 2), (B,) int -> (B,) bool.
+
+    ``steps`` counts the supervision steps taken so far *including* this one. Every slot halts at
+    ``config.max_steps``. In evaluation that is the only rule. In training a slot also halts when
+    q_halt > 0 (TRM) or q_halt > q_continue (HRM), but with probability ``halt_exploration`` it must
+    first reach a minimum drawn uniformly from 2..max_steps. ``generator`` must live on q's device.
+    """
+    halted = steps >= config.max_steps
+    if not training or config.max_steps == 1:
+        return halted
+    q_halt, q_continue = q_logits[:, 0], q_logits[:, 1]
+    wants = q_halt > q_continue if config.arch == "hrm" else q_halt > 0
+    halted = halted | wants
+    B, dev = q_logits.shape[0], q_logits.device
+    explore = torch.rand(B, device=dev, generator=generator) < config.halt_exploration
+    min_steps = torch.randint(2, config.max_steps + 1, (B,), device=dev, generator=generator)
+    return halted & (steps >= torch.where(explore, min_steps, torch.zeros_like(min_steps)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction
+
+
+def build_model(config: ModelConfig, dtype: torch.dtype | None = None, seed: int = 0,
+                device: torch.device | str | None = None) -> RecursiveModel:
+    """The network for ``config`` (fp32 weights, deterministic init from ``seed``), on ``device``."""
+    model: RecursiveModel = HRM(config, dtype, seed) if config.arch == "hrm" else TRM(config, dtype, seed)
+    return model.to(device) if device is not None else model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (buffers such as the initial states are not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

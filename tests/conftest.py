@@ -1,0 +1,29 @@
+import functools
+
+import numpy as np
+import pytest
+
+from arc_data import load_bundled
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: longer than a few seconds; run with -m slow")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU")
+
+
+@functools.lru_cache(maxsize=None)
+def real_grids() -> tuple[np.ndarray, ...]:
+    """Every distinct grid of ARC-AGI-1 and ARC-AGI-2 (training and evaluation, test outputs included)."""
+    grids = {}
+    for dataset in ("arc-agi-1", "arc-agi-2"):
+        for split in ("train", "eval"):
+            for task in load_bundled(dataset, split):
+                for grid in task.grids():
+                    grids[(grid.shape, grid.tobytes())] = grid
+    return tuple(grids.values())
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A generator seeded from the test's name: reproducible, and independent between tests."""
+    return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)

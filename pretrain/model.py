@@ -9,7 +9,8 @@ H heads, D head dim, V vocabulary.
 
 Dtypes: parameters are fp32 master weights; every forward computes in ``model.compute_dtype``
 (``config.forward_dtype`` unless the constructor is given another) by casting weights at use.
-RMSNorm and RoPE compute in fp32 and cast back. Logits and q logits come out in fp32.
+RMSNorm and RoPE compute in fp32 and cast back. Logits and q logits come out in fp32. (A model
+built with dtype=torch.float64 computes everything in fp64; the tests use that for tight checks.)
 
 One call of ``forward`` is one *supervision step* (DESIGN section 2). The caller owns the ACT loop
 (step counts, halting, refilling slots) and passes the carry back in; ``reset_carry`` puts chosen
@@ -60,10 +61,15 @@ class Linear(nn.Module):
         return F.linear(x, self.weight.to(x.dtype), bias)
 
 
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Precision for norms and rotations: fp32, or fp64 for fp64 inputs."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def rms_norm(x: Tensor, eps: float) -> Tensor:
-    """Weightless RMSNorm over the last axis, computed in fp32."""
-    x32 = x.float()
-    return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
+    """Weightless RMSNorm over the last axis, computed in fp32 (fp64 for fp64 input)."""
+    xw = x.to(_work_dtype(x.dtype))
+    return (xw * torch.rsqrt(xw.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,28 +87,29 @@ def rms_norm(x: Tensor, eps: float) -> Tensor:
 
 @dataclass(frozen=True)
 class Rope:
-    cos: Tensor  # (L, D) fp32
-    sin: Tensor  # (L, D) fp32
+    cos: Tensor  # (L, D) fp32 (fp64 for fp64 models)
+    sin: Tensor  # (L, D)
     groups: int  # 1 for rope1d, 2 for rope2d: rotate-half is applied within each of `groups` chunks of D
 
 
 def _inv_freq(dim: int, base: float, device: torch.device) -> Tensor:
-    return 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))  # (dim/2,)
+    return 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float64) / dim))  # (dim/2,)
 
 
 def rope_positions(config: ModelConfig, side: int, device: torch.device | str = "cpu") -> Tensor:
     """Positions of the L = P + side**2 tokens: (L,) for rope1d, (L, 2) as (row, column) for rope2d."""
     P = config.prefix_tokens
     if config.pos_encoding == "rope1d":
-        return torch.arange(P + side * side, device=device, dtype=torch.float32)
+        return torch.arange(P + side * side, device=device, dtype=torch.float64)
     cells = torch.arange(side * side, device=device)
-    rows = torch.cat([torch.zeros(P, device=device), (cells // side + 1).float()])
-    cols = torch.cat([torch.arange(P, device=device).float(), (cells % side).float()])
-    return torch.stack([rows, cols], dim=-1)
+    rows = torch.cat([torch.zeros(P, device=device, dtype=torch.long), cells // side + 1])
+    cols = torch.cat([torch.arange(P, device=device), cells % side])
+    return torch.stack([rows, cols], dim=-1).double()
 
 
-def build_rope(config: ModelConfig, side: int, device: torch.device | str = "cpu") -> Rope:
-    """cos/sin tables for a side x side canvas with the config's prefix."""
+def build_rope(config: ModelConfig, side: int, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> Rope:
+    """cos/sin tables (angles computed in fp64, stored in ``dtype``) for a side x side canvas plus prefix."""
     device = torch.device(device)
     pos = rope_positions(config, side, device)
     D = config.head_dim
@@ -116,7 +123,7 @@ def build_rope(config: ModelConfig, side: int, device: torch.device | str = "cpu
         a_col = torch.outer(pos[:, 1], inv)
         angles = torch.cat([a_row, a_row, a_col, a_col], dim=-1)  # (L, D)
         groups = 2
-    return Rope(angles.cos(), angles.sin(), groups)
+    return Rope(angles.cos().to(dtype), angles.sin().to(dtype), groups)
 
 
 def _rotate_half(x: Tensor) -> Tensor:
@@ -125,13 +132,13 @@ def _rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rope(x: Tensor, rope: Rope) -> Tensor:
-    """Rotate x (B, L, H, D) by position; computed in fp32, returned in x's dtype."""
+    """Rotate x (B, L, H, D) by position; computed in the tables' dtype, returned in x's dtype."""
     B, L, H, D = x.shape
     g = rope.groups
-    x32 = x.float().view(B, L, H, g, D // g)
+    xw = x.to(rope.cos.dtype).view(B, L, H, g, D // g)
     cos = rope.cos.view(1, L, 1, g, D // g)
     sin = rope.sin.view(1, L, 1, g, D // g)
-    out = x32 * cos + _rotate_half(x32) * sin
+    out = xw * cos + _rotate_half(xw) * sin
     return out.view(B, L, H, D).to(x.dtype)
 
 
@@ -249,7 +256,7 @@ class RecursiveModel(nn.Module):
         # Fixed (not learned) initial states, broadcast to every position.
         self.register_buffer("y_init", trunc_normal_(torch.empty(C), 1.0, g))
         self.register_buffer("z_init", trunc_normal_(torch.empty(C), 1.0, g))
-        self._rope_cache: dict[tuple[int, str], Rope] = {}
+        self._rope_cache: dict[tuple[int, str, torch.dtype], Rope] = {}
 
     # -- sequence geometry ------------------------------------------------------------------
 
@@ -262,9 +269,10 @@ class RecursiveModel(nn.Module):
         return side
 
     def rope(self, side: int, device: torch.device) -> Rope:
-        key = (side, str(device))
+        dtype = _work_dtype(self.compute_dtype)
+        key = (side, str(device), dtype)
         if key not in self._rope_cache:
-            self._rope_cache[key] = build_rope(self.config, side, device)
+            self._rope_cache[key] = build_rope(self.config, side, device, dtype)
         return self._rope_cache[key]
 
     # -- input --------------------------------------------------------------------------------
@@ -308,9 +316,13 @@ class RecursiveModel(nn.Module):
     # -- output -------------------------------------------------------------------------------
 
     def heads(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, L, C) -> logits over the canvas cells (B, S, V) fp32, q logits at prefix 0 (B, 2) fp32."""
-        logits = self.lm_head(y[:, self.config.prefix_tokens:]).float()
-        q_logits = self.q_head(y[:, 0]).float()
+        """(B, L, C) -> logits over the canvas cells (B, S, V), q logits at prefix 0 (B, 2).
+
+        Both in fp32 (fp64 when the model computes in fp64, as tests do).
+        """
+        out = torch.float64 if y.dtype == torch.float64 else torch.float32
+        logits = self.lm_head(y[:, self.config.prefix_tokens:]).to(out)
+        q_logits = self.q_head(y[:, 0]).to(out)
         return logits, q_logits
 
     def _prepare(self, carry: Carry, tokens: Tensor, puzzle_emb: Tensor | None) -> tuple[Tensor, Rope]:

@@ -6,11 +6,6 @@ import pytest
 from arc_data import load_bundled
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: longer than a few seconds; run with -m slow")
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU")
-
-
 @functools.lru_cache(maxsize=None)
 def real_grids() -> tuple[np.ndarray, ...]:
     """Every distinct grid of ARC-AGI-1 and ARC-AGI-2 (training and evaluation, test outputs included)."""

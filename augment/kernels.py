@@ -41,9 +41,13 @@ class GridPool:
         return len(self.starts)
 
 
+# Which dihedral transforms swap rows and columns (rot90, rot270, transpose, anti-transpose).
+_SWAPS_AXES = np.array([False, True, False, True, False, False, True, True])
+
+
 def transformed_shapes(pool: GridPool, grid_index: np.ndarray, dihedrals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Heights and widths of the selected grids after their dihedral transforms."""
-    swap = np.isin(dihedrals, (1, 3, 6, 7))
+    swap = _SWAPS_AXES[np.asarray(dihedrals, dtype=np.int64)]
     h, w = pool.heights[grid_index], pool.widths[grid_index]
     return np.where(swap, w, h), np.where(swap, h, w)
 
@@ -53,10 +57,16 @@ def random_offsets(rng: np.random.Generator, heights: np.ndarray, widths: np.nda
 
     For an input/output pair pass the larger of the two heights and widths: both share the offset.
     """
+    return offsets_from_uniform(rng.random((len(heights), 2)), heights, widths, canvas)
+
+
+def offsets_from_uniform(uniform: np.ndarray, heights: np.ndarray, widths: np.ndarray, canvas: int) -> np.ndarray:
+    """Offsets from uniform draws in [0, 1) of shape (N, 2): a sample's draws can be made before its
+    grid's transformed size is known, so a stream stays the same however it is cut into batches."""
     if np.any(heights > canvas) or np.any(widths > canvas):
         raise ValueError(f"a grid is larger than the {canvas}-canvas")
-    top = rng.integers(0, canvas - heights + 1)
-    left = rng.integers(0, canvas - widths + 1)
+    top = np.floor(uniform[:, 0] * (canvas - heights + 1))
+    left = np.floor(uniform[:, 1] * (canvas - widths + 1))
     return np.stack([top, left], axis=1).astype(np.int64)
 
 
@@ -73,21 +83,23 @@ def encode_batch(pool: GridPool, grid_index: np.ndarray, dihedrals: np.ndarray, 
 
 def encode_pairs(pool: GridPool, inputs: np.ndarray, outputs: np.ndarray, dihedrals: np.ndarray,
                  colour_maps: np.ndarray, canvas: int, rng: np.random.Generator | None = None,
-                 encode=encode_batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 uniform: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Encode input/output pairs under the same augmentation and the same offset.
 
-    With ``rng`` every pair gets a fresh random translation that keeps both grids inside the
-    canvas; without it, both sit at the top-left corner (offset (0, 0), as at inference).
-    Returns ``(input_tokens, label_tokens, offsets)``.
+    With ``rng`` (or ready-made ``uniform`` draws, see ``offsets_from_uniform``) every pair gets a
+    random translation that keeps both grids inside the canvas; without, both sit at the top-left
+    corner (offset (0, 0), as at inference). Returns ``(input_tokens, label_tokens, offsets)``.
     """
-    if rng is None:
+    if rng is not None:
+        uniform = rng.random((len(inputs), 2))
+    if uniform is None:
         offsets = np.zeros((len(inputs), 2), dtype=np.int64)
     else:
         in_h, in_w = transformed_shapes(pool, inputs, dihedrals)
         out_h, out_w = transformed_shapes(pool, outputs, dihedrals)
-        offsets = random_offsets(rng, np.maximum(in_h, out_h), np.maximum(in_w, out_w), canvas)
-    return (encode(pool, inputs, dihedrals, colour_maps, offsets, canvas),
-            encode(pool, outputs, dihedrals, colour_maps, offsets, canvas), offsets)
+        offsets = offsets_from_uniform(uniform, np.maximum(in_h, out_h), np.maximum(in_w, out_w), canvas)
+    return (encode_batch(pool, inputs, dihedrals, colour_maps, offsets, canvas),
+            encode_batch(pool, outputs, dihedrals, colour_maps, offsets, canvas), offsets)
 
 
 def encode_batch_numpy(pool: GridPool, grid_index: np.ndarray, dihedrals: np.ndarray, colour_maps: np.ndarray,

@@ -109,21 +109,21 @@ def rope_positions(config: ModelConfig, side: int, device: torch.device | str = 
 
 def build_rope(config: ModelConfig, side: int, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32) -> Rope:
-    """cos/sin tables (angles computed in fp64, stored in ``dtype``) for a side x side canvas plus prefix."""
-    device = torch.device(device)
-    pos = rope_positions(config, side, device)
+    """cos/sin tables (angles computed in fp64 on the CPU, stored in ``dtype`` on ``device``)."""
+    cpu = torch.device("cpu")
+    pos = rope_positions(config, side, cpu)
     D = config.head_dim
     if config.pos_encoding == "rope1d":
-        angles = torch.outer(pos, _inv_freq(D, config.rope_base, device))  # (L, D/2)
+        angles = torch.outer(pos, _inv_freq(D, config.rope_base, cpu))  # (L, D/2)
         angles = torch.cat([angles, angles], dim=-1)  # (L, D)
         groups = 1
     else:
-        inv = _inv_freq(D // 2, config.rope_base, device)  # (D/4,)
+        inv = _inv_freq(D // 2, config.rope_base, cpu)  # (D/4,)
         a_row = torch.outer(pos[:, 0], inv)
         a_col = torch.outer(pos[:, 1], inv)
         angles = torch.cat([a_row, a_row, a_col, a_col], dim=-1)  # (L, D)
         groups = 2
-    return Rope(angles.cos().to(dtype), angles.sin().to(dtype), groups)
+    return Rope(angles.cos().to(device=device, dtype=dtype), angles.sin().to(device=device, dtype=dtype), groups)
 
 
 def _rotate_half(x: Tensor) -> Tensor:
@@ -135,7 +135,7 @@ def apply_rope(x: Tensor, rope: Rope) -> Tensor:
     """Rotate x (B, L, H, D) by position; computed in the tables' dtype, returned in x's dtype."""
     B, L, H, D = x.shape
     g = rope.groups
-    xw = x.to(rope.cos.dtype).view(B, L, H, g, D // g)
+    xw = x.to(rope.cos.dtype).reshape(B, L, H, g, D // g)
     cos = rope.cos.view(1, L, 1, g, D // g)
     sin = rope.sin.view(1, L, 1, g, D // g)
     out = xw * cos + _rotate_half(xw) * sin
@@ -416,13 +416,17 @@ class HRM(RecursiveModel):
 
 
 def halt_decision(q_logits: Tensor, steps: Tensor, config: ModelConfig, training: bool,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, slots: tuple[int, int] | None = None) -> Tensor:
     """Which slots halt after the supervision step just taken. (B, 2), (B,) int -> (B,) bool.
 
     ``steps`` counts the supervision steps taken so far *including* this one. Every slot halts at
     ``config.max_steps``. In evaluation that is the only rule. In training a slot also halts when
     q_halt > 0 (TRM) or q_halt > q_continue (HRM), but with probability ``halt_exploration`` it must
     first reach a minimum drawn uniformly from 2..max_steps. ``generator`` must live on q's device.
+
+    ``slots = (first, total)``: these B slots are ``first..first+B-1`` of a global batch of ``total``.
+    The exploration draws are made for the whole global batch (from a generator seeded alike on every
+    rank) and sliced, so a data-parallel run explores exactly as one process with the same batch.
     """
     halted = steps >= config.max_steps
     if not training or config.max_steps == 1:
@@ -431,8 +435,9 @@ def halt_decision(q_logits: Tensor, steps: Tensor, config: ModelConfig, training
     wants = q_halt > q_continue if config.arch == "hrm" else q_halt > 0
     halted = halted | wants
     B, dev = q_logits.shape[0], q_logits.device
-    explore = torch.rand(B, device=dev, generator=generator) < config.halt_exploration
-    min_steps = torch.randint(2, config.max_steps + 1, (B,), device=dev, generator=generator)
+    first, total = slots if slots is not None else (0, B)
+    explore = torch.rand(total, device=dev, generator=generator)[first:first + B] < config.halt_exploration
+    min_steps = torch.randint(2, config.max_steps + 1, (total,), device=dev, generator=generator)[first:first + B]
     return halted & (steps >= torch.where(explore, min_steps, torch.zeros_like(min_steps)))
 
 

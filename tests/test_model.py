@@ -307,10 +307,19 @@ def test_tiny_forward_backward_is_fast():
     pe = torch.zeros(8, cfg.puzzle_dim, requires_grad=True)
     carry = model.initial_carry(8)
     model(carry, tokens, pe)[1].sum().backward()  # warm-up
-    start = time.perf_counter()
-    _, logits, q = model(carry, tokens, pe)
-    (logits.sum() + q.sum()).backward()
-    assert time.perf_counter() - start < 1.0
+    # CPU time of one thread, best of three: a busy shared machine does not make this test flaky.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = []
+        for _ in range(3):
+            start = time.process_time()
+            _, logits, q = model(carry, tokens, pe)
+            (logits.sum() + q.sum()).backward()
+            times.append(time.process_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    assert min(times) < 1.0
 
 
 def test_trm_mlp_runs_and_mixes_along_the_sequence():

@@ -1,0 +1,90 @@
+"""Pretrain TRM or HRM: ``python -m pretrain --preset trm-arc1`` (one process) or
+``torchrun --nproc-per-node 4 -m pretrain --preset trm-arc1`` (data parallel, one or many nodes).
+
+Run folder (``--out``, default ``runs/PRESET``): ``checkpoint.pt`` and ``slots-rank*.pt`` (resume with
+``--resume``), ``metrics.jsonl``, ``curves.png``, ``config.json``. Export the network for submission
+with ``python -m pretrain.export RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import orjson
+
+from arc_data.grids import ArcDataError
+from pretrain import checkpoint
+from pretrain.distributed import setup_world, teardown_world
+from pretrain.model import build_model, count_parameters
+from pretrain.presets import PRESETS, RunConfig
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/PRESET)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    parser.add_argument("--steps", type=int, help="optimizer steps")
+    parser.add_argument("--global-batch", type=int, help="samples per optimizer step over all ranks")
+    parser.add_argument("--lr", type=float, help="network learning rate")
+    parser.add_argument("--num-aug", type=int, help="augmented versions per task")
+    parser.add_argument("--train-sources", nargs="+", help="task sources trained on with their test pairs")
+    parser.add_argument("--held-out-sources", nargs="*", help="task sources whose test inputs are held out")
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    config = PRESETS[args.preset]()
+    top = {"steps": args.steps, "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every}
+    config = dataclasses.replace(config, **{k: v for k, v in top.items() if v is not None})
+    if args.compile:
+        config.compile = True
+    optim = {"global_batch": args.global_batch, "lr": args.lr}
+    config.optim = dataclasses.replace(config.optim, **{k: v for k, v in optim.items() if v is not None})
+    data = {"num_aug": args.num_aug,
+            "train_sources": tuple(args.train_sources) if args.train_sources is not None else None,
+            "held_out_sources": tuple(args.held_out_sources) if args.held_out_sources is not None else None}
+    config.data = dataclasses.replace(config.data, **{k: v for k, v in data.items() if v is not None})
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = resolve_config(args)
+    if args.dry_run:
+        print(orjson.dumps(config.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        print(f"parameters: {count_parameters(build_model(config.model)):,} (the puzzle table is extra)")
+        return 0
+    out = args.out or Path("runs") / config.name
+    if checkpoint.has_checkpoint(out) and not args.resume:
+        print(f"error: {out} already holds a checkpoint; pass --resume or another --out", file=sys.stderr)
+        return 2
+    world = setup_world(args.device)
+    try:
+        from pretrain.trainer import Trainer  # heavy imports only when training
+        trainer = Trainer(config, out, world)
+        if args.resume and trainer.resume() and world.is_main:
+            print(f"resumed {out} at step {trainer.learner.step}")
+        if world.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_bytes(orjson.dumps(config.to_dict(), option=orjson.OPT_INDENT_2))
+        trainer.train()
+    except ArcDataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        teardown_world()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

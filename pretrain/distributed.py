@@ -1,0 +1,82 @@
+"""One place that sets up the device and the process group, and the few collectives training needs.
+
+Single process: rank 0 of 1, no process group. Under ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on GPUs,
+gloo on CPU, one GPU per local rank. Training code calls the methods of ``World`` and never checks
+which case it is in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks, in place; returns the tensor."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def all_gather_cat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate equally shaped tensors of every rank along dim 0, in rank order."""
+        if not self.distributed:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``requested`` if given ("cpu", "cuda", "cuda:1", "mps"), else CUDA when available, else CPU."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def setup_world(device: str | None = None) -> World:
+    """Read torchrun's environment; start the process group when there is more than one rank."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = pick_device(device)
+    if chosen.type == "cuda" and chosen.index is None:
+        chosen = torch.device("cuda", local_rank)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    return World(rank, size, local_rank, chosen)
+
+
+def teardown_world() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 compute where the GPU supports it (L4, A100, H100), fp32 elsewhere (CPU, older GPUs)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32

@@ -1,0 +1,76 @@
+"""Run presets as plain functions: a model, its data, its optimizer and the run's length.
+
+``tiny`` is for CPU tests and debugging; the ``trm-*`` and ``hrm-*`` presets reproduce the papers'
+runs (global batch 768, lr 1e-4, 2000 warm-up steps, EMA 0.999, 1000 augmentations per task).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pretrain import config as model_presets
+from pretrain.config import ModelConfig
+from pretrain.data import DataConfig
+from pretrain.learner import OptimConfig
+
+
+@dataclass
+class RunConfig:
+    name: str  # preset name; also the default run folder under runs/
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 518_000  # optimizer steps (each one supervision step of the whole batch)
+    log_every: int = 100  # steps between metric lines
+    eval_every: int = 10_000  # steps between held-out evaluations (0: only at the end)
+    eval_views: int = 8  # augmented views per held-out test input in periodic evaluation
+    eval_batch: int = 256  # inference batch size
+    checkpoint_every: int = 2_000  # steps between checkpoints
+    seed: int = 0  # network initialisation and halting exploration
+    compile: bool = False  # torch.compile the network
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        data = DataConfig(**{**d.pop("data"), "train_sources": tuple(d["data"]["train_sources"]),
+                             "held_out_sources": tuple(d["data"]["held_out_sources"])}) if "data" in d else DataConfig()
+        return cls(model=ModelConfig.from_dict(d.pop("model")), data=data, optim=OptimConfig(**d.pop("optim")), **d)
+
+
+ARC1 = DataConfig(train_sources=("bundled:arc-agi-1/train",), held_out_sources=("bundled:arc-agi-1/eval",))
+ARC2 = DataConfig(train_sources=("bundled:arc-agi-2/train",), held_out_sources=("bundled:arc-agi-2/eval",))
+
+
+def tiny() -> RunConfig:
+    """CPU-sized: a 10x10 canvas, a few thousand steps in minutes."""
+    return RunConfig(
+        name="tiny", model=model_presets.tiny(),
+        data=DataConfig(train_sources=("synthetic:120/0",), held_out_sources=("synthetic:30/1",), num_aug=16, canvas=10),
+        optim=OptimConfig(global_batch=32, lr=1e-3, lr_warmup_steps=20, ema_decay=0.99),
+        steps=300, log_every=10, eval_every=100, eval_views=4, eval_batch=64, checkpoint_every=100)
+
+
+def trm_arc1() -> RunConfig:
+    return RunConfig(name="trm-arc1", model=model_presets.trm_arc1(), data=ARC1)
+
+
+def trm_arc2() -> RunConfig:
+    return RunConfig(name="trm-arc2", model=model_presets.trm_arc2(), data=ARC2)
+
+
+def trm_mlp_arc1() -> RunConfig:
+    return RunConfig(name="trm-mlp-arc1", model=model_presets.trm_mlp_arc1(), data=ARC1)
+
+
+def hrm_arc1() -> RunConfig:
+    return RunConfig(name="hrm-arc1", model=model_presets.hrm_arc1(), data=ARC1)
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {
+    "tiny": tiny, "trm-arc1": trm_arc1, "trm-arc2": trm_arc2, "trm-mlp-arc1": trm_mlp_arc1, "hrm-arc1": hrm_arc1,
+}

@@ -1,0 +1,138 @@
+"""The pretraining loop: one process or many under torchrun, resumable, with metrics and curves.
+
+    run = Trainer(config, out_dir, world); run.train()
+
+Per step: ``train_step`` (refill slots, one supervision step, optimizer and puzzle updates, EMA).
+Every ``log_every`` steps rank 0 appends a JSON line to ``metrics.jsonl``; every ``eval_every`` steps
+it evaluates pass@K on the held-out test inputs with the EMA network; every ``checkpoint_every``
+steps all ranks save a checkpoint. ``curves.png`` is redrawn at each evaluation and at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import torch
+from tqdm import tqdm
+
+from pretrain import checkpoint
+from pretrain.data import PuzzleCatalogue, TrainStream
+from pretrain.distributed import World, default_dtype
+from pretrain.evaluation import evaluate_tasks
+from pretrain.learner import Learner, Slots, train_step
+from pretrain.losses import summarize_metrics
+from pretrain.model import count_parameters
+from pretrain.plots import plot_curves
+from pretrain.presets import RunConfig
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, out_dir: Path, world: World, dtype: torch.dtype | None = None,
+                 catalogue: PuzzleCatalogue | None = None):
+        if config.optim.global_batch % world.size:
+            raise ValueError(f"global batch {config.optim.global_batch} is not divisible by {world.size} ranks")
+        if config.data.canvas != config.model.canvas:
+            raise ValueError(f"data canvas {config.data.canvas} differs from the model's {config.model.canvas}")
+        self.config, self.out_dir, self.world = config, Path(out_dir), world
+        self.dtype = dtype or default_dtype(world.device)
+        self.catalogue = catalogue or PuzzleCatalogue.from_config(config.data)
+        self.learner = Learner(config.model, config.optim, self.catalogue.num_ids, world, self.dtype, config.seed)
+        self.stream = TrainStream(self.catalogue, config.data)
+        self.slots = Slots(self.learner.model, config.optim.global_batch // world.size, world, config.data.canvas)
+        if config.compile:
+            self.learner.model.compile()
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def save(self) -> None:
+        self.world.barrier()
+        if self.world.is_main:
+            checkpoint.save_atomic({"learner": self.learner.state_dict(), "stream_position": self.stream.consumed,
+                                    "config": self.config.to_dict()}, self.out_dir / checkpoint.SHARED)
+        slots = self.slots
+        checkpoint.save_atomic({"inputs": slots.inputs, "labels": slots.labels, "puzzle_ids": slots.puzzle_ids,
+                                "steps": slots.steps, "halted": slots.halted, "carry_y": slots.carry.y,
+                                "carry_z": slots.carry.z, "step": self.learner.step},
+                               self.out_dir / checkpoint.rank_file(self.world.rank))
+        self.world.barrier()
+
+    def resume(self) -> bool:
+        """Continue from the run folder's checkpoint when there is one; returns whether it did."""
+        if not checkpoint.has_checkpoint(self.out_dir):
+            return False
+        shared = checkpoint.load(self.out_dir / checkpoint.SHARED)
+        self.learner.load_state_dict(shared["learner"])
+        self.stream = TrainStream(self.catalogue, self.config.data, position=shared["stream_position"])
+        mine = checkpoint.load(self.out_dir / checkpoint.rank_file(self.world.rank))
+        if mine["step"] != self.learner.step:
+            raise RuntimeError(f"{self.out_dir}: rank {self.world.rank} slots are from step {mine['step']}, "
+                               f"the checkpoint from step {self.learner.step}")
+        device = self.world.device
+        for name in ("inputs", "labels", "puzzle_ids", "steps", "halted"):
+            setattr(self.slots, name, mine[name].to(device))
+        self.slots.carry = type(self.slots.carry)(mine["carry_y"].to(device), mine["carry_z"].to(device))
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def log(self, record: dict) -> None:
+        if self.world.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "ab") as f:
+                f.write(orjson.dumps(record) + b"\n")
+
+    def evaluate(self) -> dict[str, float]:
+        if not self.world.is_main:
+            return {}
+        cfg = self.config
+        return evaluate_tasks(self.learner.eval_model(), self.learner.puzzles, self.catalogue.held_out_groups(),
+                              cfg.eval_views, cfg.data.canvas, cfg.eval_batch, self.world.device)
+
+    def train(self, steps: int | None = None) -> dict[str, float]:
+        """Train until ``steps`` (default: the config's) optimizer steps; returns the last metrics."""
+        cfg, learner = self.config, self.learner
+        total = steps if steps is not None else cfg.steps
+        if self.world.is_main:
+            print(f"{cfg.name}: {count_parameters(learner.model):,} parameters, {self.catalogue.num_ids:,} puzzle ids, "
+                  f"{len(self.catalogue.groups)} task groups, {self.world.size} rank(s) on {self.world.device}, "
+                  f"{self.dtype}; step {learner.step} of {total}")
+        sums, window_start, last = None, time.perf_counter(), {}
+        bar = tqdm(total=total, initial=learner.step, disable=not self.world.is_main, desc="train", mininterval=5)
+        while learner.step < total:
+            step_sums = train_step(learner, self.slots, self.stream)
+            sums = step_sums if sums is None else {k: sums[k] + v for k, v in step_sums.items()}
+            bar.update(1)
+            if learner.step % cfg.log_every == 0 or learner.step == total:
+                seconds = time.perf_counter() - window_start
+                steps_done = cfg.log_every if learner.step % cfg.log_every == 0 else learner.step % cfg.log_every
+                last = self._record(sums, steps_done, seconds)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", exact=f"{last['exact_accuracy']:.3f}")
+                sums, window_start = None, time.perf_counter()
+            if cfg.eval_every and learner.step % cfg.eval_every == 0 or learner.step == total:
+                last |= self._evaluate_and_plot()
+            if learner.step % cfg.checkpoint_every == 0 or learner.step == total:
+                self.save()
+        bar.close()
+        return last
+
+    def _record(self, sums: dict, steps: int, seconds: float) -> dict[str, float]:
+        batch = self.config.optim.global_batch
+        record = summarize_metrics(sums, batch * steps)
+        record["loss"] = float(sums["loss"]) / (batch * steps)
+        record |= {"step": self.learner.step, "lr": self.config.optim.lr * self.learner.warmup_factor(),
+                   "sample_steps_per_s": batch * steps / seconds,
+                   "tokens_per_s": batch * steps * self.config.model.seq_len / seconds,
+                   "samples_seen": self.stream.consumed}
+        self.log(record)
+        return record
+
+    def _evaluate_and_plot(self) -> dict[str, float]:
+        scores = self.evaluate()
+        if scores:
+            self.log({"step": self.learner.step, **{f"eval/{k}": v for k, v in scores.items()}})
+        if self.world.is_main and self.metrics_path.exists():
+            plot_curves(self.metrics_path, self.out_dir / "curves.png")
+        return {f"eval/{k}": v for k, v in scores.items()}

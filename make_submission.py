@@ -1,25 +1,39 @@
 """Write ``submission.json`` for a set of ARC tasks, and score it when the solutions are known.
 
-    python make_submission.py --split eval                      # bundled ARC-AGI-2 evaluation set
+    python make_submission.py --split eval                      # bundled ARC-AGI-2 evaluation set, CPU preset
     python make_submission.py --challenges arc-agi_test_challenges.json [--solutions FILE]
+    python make_submission.py --checkpoint runs/trm-arc2/export --preset kaggle-4xl4 --time-limit 41400
 
-The file is pre-filled (every task, every test input, two attempts) and written before any other
-work, so it is valid from the first second.
+For every task: fine-tune the network on its demonstrations (a fresh network when no
+``--checkpoint`` is given), predict every test input under many augmented views, map back, vote,
+and keep the two best candidates. The file is pre-filled and written before any model work and
+rewritten after every task, so it is valid at every moment. On Kaggle the challenges file and the
+output path are found automatically.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task
+from submission import kaggle_env
+from submission.config import PRESETS, fresh_model_config
+from submission.finetune import Network
+from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
-from submission.writer import SubmissionError, prefill, write_submission
+from submission.voting import grid_key
+from submission.writer import SubmissionError, read_submission
 
 BAD_INPUT = 2
+# On Kaggle: 12 hours for the whole notebook, minus installs, loading and a safety margin.
+KAGGLE_TIME_LIMIT = 12 * 3600 - 45 * 60
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,28 +42,89 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", choices=SPLITS, default="eval", help="split of the bundled dataset")
     parser.add_argument("--challenges", type=Path, help="Kaggle-layout challenges file (instead of --dataset)")
     parser.add_argument("--solutions", type=Path, help="Kaggle-layout solutions, to score the result")
-    parser.add_argument("--out", type=Path, default=Path("submission.json"), help="where to write")
+    parser.add_argument("--checkpoint", type=Path, help="exported network (python -m pretrain.export); "
+                                                         "default: a fresh network")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="fine-tuning preset (default: cpu, or "
+                                                                  "kaggle-4xl4 / kaggle-placeholder on Kaggle)")
+    parser.add_argument("--time-limit", type=float, help="seconds for the whole run (default: 840, or "
+                                                         f"{KAGGLE_TIME_LIMIT} on Kaggle)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else 1)")
+    parser.add_argument("--out", type=Path, help="where to write (default submission.json)")
+    parser.add_argument("--limit", type=int, help="only the first N tasks (quick checks)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the defaults that depend on where we run (Kaggle or not)."""
+    on_kaggle = kaggle_env.is_kaggle()
+    if on_kaggle and args.challenges is None:
+        paths = kaggle_env.kaggle_paths()
+        args.challenges = kaggle_env.find_test_challenges(paths.input_root)
+        if args.challenges is None:
+            raise ArcDataError(f"no arc-agi_test_challenges.json under {paths.input_root}")
+        args.out = args.out or paths.working_root / "submission.json"
+    if args.preset is None:
+        if on_kaggle:
+            args.preset = "kaggle-4xl4" if kaggle_env.is_competition_rerun() else "kaggle-placeholder"
+        else:
+            args.preset = "cpu"
+    if args.time_limit is None:
+        args.time_limit = KAGGLE_TIME_LIMIT if on_kaggle else 840.0
+    args.out = args.out or Path("submission.json")
+    return args
+
+
 def load_tasks(args: argparse.Namespace) -> list[Task]:
-    if args.challenges is not None:
-        return load_kaggle(args.challenges, args.solutions)
-    return load_bundled(args.dataset, args.split)
+    tasks = load_kaggle(args.challenges, args.solutions) if args.challenges else load_bundled(args.dataset, args.split)
+    return tasks[:args.limit] if args.limit else tasks
+
+
+def load_network(checkpoint: Path | None) -> Network:
+    if checkpoint is None:
+        print("no --checkpoint: fine-tuning a FRESH network on each task (expect a near-zero score; "
+              "pretrain one with python -m pretrain)")
+        return Network.fresh_init(fresh_model_config())
+    if not (checkpoint / "model.json").exists():
+        raise ArcDataError("is not an exported network (no model.json; see python -m pretrain.export)",
+                           source=str(checkpoint))
+    from pretrain.export import load_exported
+    model, puzzle_mean = load_exported(checkpoint)
+    return Network(model.config, model.state_dict(), puzzle_mean, fresh=False)
+
+
+def candidate_report(tasks: list[Task], summary: RunSummary) -> str:
+    """pass@1, pass@2 and pass@K per task (K: the most candidates any test input got) from the ranked
+    candidates, so the gap between selection and the oracle is visible."""
+    ks = sorted({1, 2, max((len(r) for o in summary.outcomes.values() for r in o.ranked), default=2)})
+    per_task = {k: [] for k in ks}
+    for task in tasks:
+        outcome = summary.outcomes.get(task.id)
+        for k in ks:
+            hits = [outcome is not None and grid_key(truth) in {grid_key(np.array(g, np.uint8)) for g in ranked[:k]}
+                    for truth, ranked in zip(task.test_outputs, outcome.ranked if outcome else [[]] * 99)]
+            per_task[k].append(float(np.mean(hits)))
+    return "  ".join(f"pass@{k} {100 * np.mean(v):.2f}%" for k, v in per_task.items()) + "  (candidates, per task)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
+        args = resolve(parse_args(argv))
         tasks = load_tasks(args)
-        submission = prefill(tasks)
-        write_submission(args.out, submission, tasks)
+        network = load_network(args.checkpoint)
     except (ArcDataError, SubmissionError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
-    print(f"wrote {args.out} ({len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs)")
+    config = PRESETS[args.preset]()
+    print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
+          f"time limit {args.time_limit:.0f} s; writing {args.out}")
+    started = time.monotonic()
+    summary = run_submission(tasks, network, config, args.out, args.time_limit, args.workers, args.quiet)
+    print(f"wrote {args.out} in {time.monotonic() - started:.0f} s: {len(summary.outcomes)} tasks predicted, "
+          f"{len(summary.unfinished)} left with fallback attempts")
     if all(t.has_solutions for t in tasks):
-        print(format_score(score_submission(submission, tasks)))
+        print(format_score(score_submission(read_submission(args.out), tasks)))
+        print(candidate_report(tasks, summary))
     return 0
 
 

@@ -1,0 +1,152 @@
+"""Solve one task: fine-tune a copy of the network on its demonstrations, then predict and vote.
+
+    outcome = solve_task(task, network, config, device, seconds)
+
+The task gets new puzzle rows (one per augmented version, started at the network's mean row), a
+few steps that train only those rows, then full fine-tuning with the same ``train_step`` as
+pretraining. Then every test input is predicted under as many augmented views as the time share
+allows (the identity first), mapped back and ranked by the configured selector. Nothing here is
+shared between tasks, so a task can run on any worker and a failure stays inside it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from arc_data.tasks import Task
+from pretrain.config import ModelConfig
+from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream
+from pretrain.distributed import World
+from pretrain.evaluation import predict, task_views, view_predictions
+from pretrain.learner import Learner, OptimConfig, Slots, train_step
+from pretrain.model import build_model
+from submission.config import FinetuneConfig, canvas_for
+from submission.voting import rank_candidates
+
+# Share of a task's time kept for inference when fine-tuning would use it all.
+INFERENCE_SHARE = 0.3
+# Ranked candidates kept per test input (enough for pass@K reports).
+KEEP_CANDIDATES = 100
+
+
+@dataclass
+class Network:
+    """The starting point of every task: a network's weights and the mean of its trained puzzle rows."""
+
+    config: ModelConfig
+    state: dict[str, torch.Tensor]
+    puzzle_mean: torch.Tensor
+    fresh: bool  # True: a fresh initialisation (no checkpoint given)
+
+    @classmethod
+    def fresh_init(cls, config: ModelConfig, seed: int = 0) -> "Network":
+        model = build_model(config, seed=seed)
+        return cls(config, model.state_dict(), torch.zeros(config.puzzle_dim), fresh=True)
+
+    @property
+    def can_bucket(self) -> bool:
+        """Smaller canvases keep their meaning with 2-D positions, or for a network that never trained."""
+        return self.fresh or self.config.pos_encoding == "rope2d"
+
+
+@dataclass
+class TaskOutcome:
+    task_id: str
+    ranked: list[list[list[list[int]]]]  # per test input: candidate grids (lists), best first
+    finetune_steps: int = 0
+    views: int = 0
+    finetune_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    canvas: int = 0
+    note: str = "ok"
+    confidences: list[list[float]] = field(default_factory=list)
+
+
+def task_canvas(task: Task, network: Network, config: FinetuneConfig) -> int:
+    grids = [g for pair in task.train for g in pair] + list(task.test_inputs)
+    return canvas_for(max(max(g.shape) for g in grids), config.bucket_canvas and network.can_bucket,
+                      network.config.canvas)
+
+
+def solve_task(task: Task, network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
+               dtype: torch.dtype = torch.float32) -> TaskOutcome:
+    """Fine-tune and predict within ``seconds``; on running out of GPU memory retry with half the batch."""
+    batch, inference_batch = config.batch, config.inference_batch
+    for _ in range(3):
+        try:
+            return _solve(task, network, config, device, seconds, dtype, batch, inference_batch)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            batch, inference_batch = max(1, batch // 2), max(1, inference_batch // 2)
+    return TaskOutcome(task.id, [[] for _ in task.test_inputs], note="out of GPU memory")
+
+
+def _solve(task: Task, network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
+           dtype: torch.dtype, batch: int, inference_batch: int) -> TaskOutcome:
+    start = time.perf_counter()
+    deadline = start + seconds
+    canvas = task_canvas(task, network, config)
+    hidden = task.without_solutions()
+    catalogue = PuzzleCatalogue([], [hidden], config.num_aug, config.seed)
+    group = catalogue.groups[0]
+
+    world = World(rank=0, size=1, local_rank=0, device=device)
+    model = build_model(network.config, dtype=dtype)
+    model.load_state_dict(network.state)
+    optim = OptimConfig(global_batch=batch, lr=config.lr, lr_warmup_steps=config.warmup_steps,
+                        weight_decay=config.weight_decay, puzzle_lr=config.puzzle_lr, ema_decay=0.0,
+                        train_network=config.embedding_steps == 0)
+    learner = Learner(network.config, optim, catalogue.num_ids, world, dtype, config.seed, model=model.to(device))
+    learner.puzzles.weight[:] = network.puzzle_mean.to(device)
+    stream = TrainStream(catalogue, DataConfig(train_sources=(), held_out_sources=(), canvas=canvas,
+                                               translate=config.translate, seed=config.seed))
+    slots = Slots(learner.model, batch, world, canvas)
+
+    finetune_deadline = start + seconds * (1 - INFERENCE_SHARE)
+    steps = 0
+    while steps < config.steps:
+        step_start = time.perf_counter()
+        if steps == config.embedding_steps:
+            learner.optim.train_network = True
+        train_step(learner, slots, stream)
+        steps += 1
+        if time.perf_counter() + (time.perf_counter() - step_start) > finetune_deadline:
+            break
+    finetune_seconds = time.perf_counter() - start
+
+    infer_start = time.perf_counter()
+    views = task_views(hidden, group.table, group.first_id, min(config.views, len(group.table)), canvas)
+    log_probs, q_halt = _predict_until(learner, views, inference_batch, device, deadline)
+    done = len(q_halt)
+    views.inputs, views.puzzle_ids = views.inputs[:done], views.puzzle_ids[:done]
+    views.test_index, views.version = views.test_index[:done], views.version[:done]
+    predictions = view_predictions(views, group.table, log_probs, q_halt, canvas,
+                                   keep_log_probs=config.selector != "vote")
+    ranked = rank_candidates(predictions, len(task.test_inputs), config.selector)
+    return TaskOutcome(
+        task.id, [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]] for r in ranked], finetune_steps=steps,
+        views=len({v for v in views.version}), finetune_seconds=finetune_seconds,
+        inference_seconds=time.perf_counter() - infer_start, canvas=canvas,
+        confidences=[[c.mean_confidence or 0.0 for c in r[:KEEP_CANDIDATES]] for r in ranked])
+
+
+def _predict_until(learner: Learner, views, batch: int, device: torch.device,
+                   deadline: float) -> tuple[np.ndarray, np.ndarray]:
+    """Predict the views in order, a batch at a time, while the next batch still fits before the
+    deadline; the first batch (which holds the identity view) always runs."""
+    parts, seconds_per_batch = [], 0.0
+    model = learner.model
+    for begin in range(0, len(views.inputs), batch):
+        if parts and time.perf_counter() + seconds_per_batch > deadline:
+            break
+        tick = time.perf_counter()
+        parts.append(predict(model, learner.puzzles, views.inputs[begin:begin + batch],
+                             views.puzzle_ids[begin:begin + batch], batch, device))
+        seconds_per_batch = time.perf_counter() - tick
+    if not parts:
+        return np.zeros((0, views.inputs.shape[1], model.config.vocab), np.float32), np.zeros(0, np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -1,0 +1,89 @@
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import torch
+
+from pretrain import checkpoint
+from pretrain.distributed import setup_world
+from pretrain.export import export_run, load_exported
+from pretrain.presets import tiny
+from pretrain.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def short_run(steps, **changes):
+    config = tiny()
+    settings = {"steps": steps, "log_every": 1, "eval_every": 0, "checkpoint_every": steps, **changes}
+    config = dataclasses.replace(config, **settings)
+    config.data = dataclasses.replace(config.data, train_sources=("synthetic:24/0",), held_out_sources=("synthetic:6/1",))
+    return config
+
+
+def losses(run_dir):
+    return {r["step"]: r["loss"] for r in map(orjson.loads, (Path(run_dir) / "metrics.jsonl").read_bytes().splitlines())
+            if "loss" in r}
+
+
+def test_training_reduces_the_loss(tmp_path):
+    trainer = Trainer(short_run(40), tmp_path, setup_world("cpu"))
+    trainer.train()
+    curve = losses(tmp_path)
+    assert sum(curve[s] for s in range(36, 41)) < sum(curve[s] for s in range(1, 6))
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    Trainer(short_run(8), straight, setup_world("cpu")).train()
+    first = Trainer(short_run(8, checkpoint_every=4), interrupted, setup_world("cpu"))
+    first.train(steps=4)
+    resumed = Trainer(short_run(8), interrupted, setup_world("cpu"))
+    assert resumed.resume() and resumed.learner.step == 4
+    resumed.train()
+    a, b = losses(straight), losses(interrupted)
+    assert [a[s] for s in range(5, 9)] == pytest.approx([b[s] for s in range(5, 9)], rel=1e-6)
+    state = checkpoint.load(interrupted / checkpoint.SHARED)
+    assert state["learner"]["step"] == 8 and state["config"]["name"] == "tiny"
+
+
+def test_export_round_trip(tmp_path):
+    trainer = Trainer(short_run(3), tmp_path / "run", setup_world("cpu"))
+    trainer.train()
+    export_run(tmp_path / "run", tmp_path / "export")
+    model, mean_row = load_exported(tmp_path / "export")
+    ema = trainer.learner.eval_model()
+    for (name, a), b in zip(ema.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.allclose(mean_row, trainer.learner.puzzles.mean_row())
+
+
+def run_cli(args, env_extra=None, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, **kwargs)
+
+
+def test_dry_run_prints_config_and_paper_parameter_count():
+    result = run_cli(["-m", "pretrain", "--preset", "trm-arc1", "--dry-run"])
+    assert result.returncode == 0, result.stderr
+    assert "parameters: 6,829,058" in result.stdout and '"global_batch": 768' in result.stdout
+
+
+def test_two_process_torchrun_matches_one_process(tmp_path):
+    common = ["--preset", "tiny", "--steps", "4", "--device", "cpu", "--eval-every", "0", "--checkpoint-every", "4",
+              "--train-sources", "synthetic:24/0", "--held-out-sources", "synthetic:6/1"]
+    one = run_cli(["-m", "pretrain", *common, "--out", str(tmp_path / "one")], timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = run_cli(["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+                   "-m", "pretrain", *common, "--out", str(tmp_path / "two")], timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = checkpoint.load(tmp_path / "one" / checkpoint.SHARED)["learner"]
+    b = checkpoint.load(tmp_path / "two" / checkpoint.SHARED)["learner"]
+    for name, tensor in a["model"].items():
+        assert torch.allclose(tensor, b["model"][name], atol=1e-5), name
+    assert torch.allclose(a["puzzles"]["weight"], b["puzzles"]["weight"], atol=1e-6)
+    assert list(losses(tmp_path / "one").values()) == pytest.approx(list(losses(tmp_path / "two").values()), rel=1e-4)

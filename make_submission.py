@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                                   "kaggle-4xl4 / kaggle-placeholder on Kaggle)")
     parser.add_argument("--time-limit", type=float, help="seconds for the whole run (default: 840, or "
                                                          f"{KAGGLE_TIME_LIMIT} on Kaggle)")
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else 1)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one per CPU core)")
     parser.add_argument("--out", type=Path, help="where to write (default submission.json)")
     parser.add_argument("--limit", type=int, help="only the first N tasks (quick checks)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

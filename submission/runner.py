@@ -48,15 +48,19 @@ def task_size(task: Task) -> int:
 
 
 def worker_devices(workers: int | None) -> list[str]:
-    """One worker per GPU when there are GPUs; else ``workers`` (default 1) CPU workers."""
+    """One worker per GPU when there are GPUs; else ``workers`` CPU workers (default: one per core).
+
+    A CPU worker computes with one thread, so a task's result does not depend on how many workers
+    share the machine (float sums split over threads round differently).
+    """
     if torch.cuda.is_available():
         count = torch.cuda.device_count()
         return [f"cuda:{i}" for i in range(min(count, workers or count))]
-    return ["cpu"] * (workers or 1)
+    return ["cpu"] * (workers or os.cpu_count() or 1)
 
 
-def _worker(device: str, threads: int, network: Network, config: FinetuneConfig, jobs, results) -> None:
-    torch.set_num_threads(threads)
+def _worker(device: str, network: Network, config: FinetuneConfig, jobs, results) -> None:
+    torch.set_num_threads(1)
     dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     while True:
         job = jobs.get()
@@ -81,10 +85,9 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
     summary = RunSummary()
 
     devices = worker_devices(workers)
-    threads = max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else 1
     context = mp.get_context("spawn")
     jobs, results = context.Queue(), context.Queue()
-    processes = [context.Process(target=_worker, args=(d, threads, network, config, jobs, results), daemon=True)
+    processes = [context.Process(target=_worker, args=(d, network, config, jobs, results), daemon=True)
                  for d in devices]
     for process in processes:
         process.start()

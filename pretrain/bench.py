@@ -1,0 +1,316 @@
+"""Training throughput benchmark: ``python -m pretrain.bench``.
+
+Times the real ``train_step`` (refill halted slots, one supervision step, AdamATan2 step, puzzle
+sign-SGD, EMA) at a preset and reports, per configuration: sample-steps per second (batch x steps /
+seconds; one optimizer step is one supervision step of the whole batch), tokens per second (x the
+sequence length, prefix included), achieved model FLOP/s from the analytic count
+``supervision_step_flops``, model FLOP utilisation against the GPU's dense bf16 peak, and peak
+memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak RSS).
+
+The data are synthetic tasks (``arc_data.synthetic``) on the chosen canvas, so any canvas side works
+and nothing is downloaded; throughput does not depend on what the grids contain. ``--canvas 16``
+or ``20`` measures a smaller canvas (shorter sequences) as a proxy for canvas bucketing.
+
+    python -m pretrain.bench                                  # trm-arc1 on CUDA, tiny on CPU
+    python -m pretrain.bench --preset trm-arc1 --compare-compile
+    python -m pretrain.bench --preset tiny --canvas 16 --pos-encoding rope2d --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import resource
+import sys
+import time
+
+import torch
+
+from arc_data.synthetic import synthetic_tasks
+from pretrain.config import ModelConfig
+from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream
+from pretrain.distributed import default_dtype, setup_world, teardown_world
+from pretrain.learner import Learner, Slots, train_step
+from pretrain.model import count_parameters
+from pretrain.presets import PRESETS, RunConfig
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets. Matched in
+# order against torch.cuda.get_device_name(); the first pattern that matches wins.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    (r"H100.*PCIe", 756.0),  # H100 PCIe
+    (r"H100", 989.0),  # H100 SXM ("NVIDIA H100 80GB HBM3")
+    (r"H200", 989.0),
+    (r"A100", 312.0),
+    (r"\bL4\b", 121.0),  # not L40 / L40S
+)
+
+# The largest default batch on one GPU: the paper's 768 is a global batch over 4 GPUs (192 each);
+# 768 samples of 916 tokens need well over one H100's memory for the activations of one step.
+GPU_DEFAULT_BATCH_CAP = 192
+CPU_DEFAULT_BATCH_CAP = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOP count
+
+
+def network_call_flops(config: ModelConfig, batch: int, side: int) -> int:
+    """Forward FLOPs of one call of the network (``config.layers`` blocks) on ``batch`` sequences.
+
+    Sequence length L = prefix_tokens + side**2, tokens N = batch * L, C hidden, I mlp_inner,
+    H heads, D head dim. Per block:
+        qkv      C -> 3C        2 * N * C * 3C
+        out      C -> C         2 * N * C * C
+        gate-up  C -> 2I        2 * N * C * 2I
+        down     I -> C         2 * N * I * C
+        attention scores q.k^T and the weighted sum of v: 2 * 2 * batch * H * L^2 * D
+    TRM-MLP replaces qkv, out and attention by a SwiGLU over the sequence axis applied to each of the
+    batch * C channels: gate-up L -> 2J and down J -> L (J = token_mlp_inner), i.e.
+        2 * batch * C * L * 2J  +  2 * batch * C * J * L.
+    """
+    L = config.prefix_tokens + side * side
+    N = batch * L
+    C, I = config.hidden, config.mlp_inner
+    mlp = 2 * N * C * (2 * I) + 2 * N * I * C
+    if config.arch == "trm-mlp":
+        if side != config.canvas:
+            raise ValueError(f"trm-mlp only runs at its full canvas ({config.canvas}), got side {side}")
+        J = config.resolved_token_mlp_inner
+        mix = 2 * batch * C * L * (2 * J) + 2 * batch * C * J * L
+    else:
+        H, D = config.heads, config.head_dim
+        mix = 2 * N * C * (3 * C) + 2 * N * C * C + 2 * 2 * batch * H * L * L * D
+    return config.layers * (mix + mlp)
+
+
+def supervision_step_flops(config: ModelConfig, batch: int, side: int) -> dict[str, int]:
+    """Model FLOPs of one training supervision step of ``batch`` samples on a side x side canvas.
+
+    Counted analytically; a multiply-add is 2 FLOPs. Only matrix products are counted: the linear
+    layers and the two attention products (see ``network_call_flops`` for one network call).
+    Ignored as small: elementwise work (RMSNorm, RoPE, SiLU, residual adds, softmax), the embedding
+    lookup and its scatter-add backward, the loss, and the optimizer, puzzle and EMA updates.
+    Backward of a matrix product costs 2x its forward (the gradients of the input and of the weight).
+
+    TRM (and TRM-MLP): one supervision step calls the network T * (n + 1) times (n latent updates and
+    one answer update per cycle); only the last cycle's n + 1 calls are in the autograd graph, so
+        forward  = T * (n + 1) calls,   backward = 2 * (n + 1) calls.
+    HRM: T * n calls of the L module and T calls of the H module forward; only the last L call and the
+    last H call are in the graph, so backward = 2 * (one L call + one H call). HRM's train step also
+    runs a second forward pass without gradient (the Q-continue target from the next state):
+        hrm_q_target = T * n L calls + T H calls + the heads' forward.
+    Heads: lm_head C -> V over the side**2 canvas cells (2 * batch * side^2 * C * V) and q_head C -> 2
+    at prefix position 0 (2 * batch * C * 2), forward plus backward = 3x their forward.
+
+    Returns the parts and their sum under "total" (all FLOPs for the whole batch, one optimizer step).
+    """
+    call = network_call_flops(config, batch, side)
+    heads_forward = 2 * batch * side * side * config.hidden * config.vocab + 2 * batch * config.hidden * 2
+    T, n = config.T, config.n
+    if config.arch == "hrm":
+        forward = (T * n + T) * call
+        backward = 2 * (call + call)  # one L call and one H call; the two modules have the same shape
+        hrm_q_target = (T * n + T) * call + heads_forward
+    else:
+        forward = T * (n + 1) * call
+        backward = 2 * (n + 1) * call
+        hrm_q_target = 0
+    heads = 3 * heads_forward
+    total = forward + backward + heads + hrm_q_target
+    return {"network_call": call, "forward": forward, "backward": backward, "heads": heads,
+            "hrm_q_target": hrm_q_target, "total": total}
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+
+
+def peak_tflops_for(device_name: str) -> float | None:
+    for pattern, tflops in PEAK_BF16_TFLOPS:
+        if re.search(pattern, device_name):
+            return tflops
+    return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    return f"cpu {cpu} ({torch.get_num_threads()} threads)"
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size since it started (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def synthetic_catalogue(canvas: int, num_aug: int, seed: int, count: int = 60) -> tuple[PuzzleCatalogue, DataConfig]:
+    """Synthetic tasks whose grids fit ``canvas``, and a matching data config."""
+    if canvas < 2:
+        raise ValueError(f"canvas side must be at least 2, got {canvas}")
+    tasks = synthetic_tasks(count, seed, max_side=min(canvas, 10))
+    data = DataConfig(train_sources=(), held_out_sources=(), num_aug=num_aug, canvas=canvas, seed=seed)
+    return PuzzleCatalogue(tasks, [], num_aug, seed), data
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int, compile: bool, steps: int,
+              warmup: int, world, dtype: torch.dtype, num_aug: int, puzzle_ids: int, peak_tflops: float | None,
+              seed: int) -> dict:
+    device = world.device
+    catalogue, data = synthetic_catalogue(canvas, num_aug, seed)
+    optim = dataclasses.replace(run.optim, global_batch=batch)
+    learner = Learner(model_config, optim, max(puzzle_ids, catalogue.num_ids), world, dtype, seed)
+    stream = TrainStream(catalogue, data)
+    slots = Slots(learner.model, batch, world, canvas)
+    if compile:
+        learner.model.compile()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        train_step(learner, slots, stream)
+    _sync(device)
+    warmup_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(learner, slots, stream)
+    _sync(device)
+    seconds = time.perf_counter() - start
+
+    if device.type == "cuda":
+        peak_memory, memory_kind = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+    else:
+        peak_memory, memory_kind = peak_rss_bytes(), "cpu_peak_rss_of_process"
+    flops = supervision_step_flops(model_config, batch, canvas)
+    achieved = flops["total"] * steps / seconds
+    seq_len = model_config.prefix_tokens + canvas * canvas
+    return {
+        "device": device_name(device), "dtype": str(learner.model.compute_dtype).removeprefix("torch."),
+        "preset": run.name, "arch": model_config.arch, "canvas": canvas, "seq_len": seq_len,
+        "pos_encoding": model_config.pos_encoding, "batch": batch, "compile": compile,
+        "parameters": count_parameters(learner.model), "puzzle_ids": learner.puzzles.num_ids,
+        "steps": steps, "warmup": warmup, "warmup_s": round(warmup_s, 3), "seconds": round(seconds, 4),
+        "sample_steps_per_s": batch * steps / seconds, "tokens_per_s": batch * steps * seq_len / seconds,
+        "flops_per_step": flops["total"], "achieved_tflops": achieved / 1e12,
+        "peak_tflops": peak_tflops if device.type == "cuda" else None,
+        "mfu": achieved / (peak_tflops * 1e12) if device.type == "cuda" and peak_tflops else None,
+        "peak_memory_bytes": peak_memory, "memory_kind": memory_kind, "torch": torch.__version__,
+        # CPU figures suffer when other processes share the cores: the 1-minute load average at the end.
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ("preset", "canvas", "pos", "batch", "compile", "dtype", "sample-steps/s", "tokens/s", "TFLOP/s", "MFU",
+            "peak mem", "warmup s")
+    lines = [head]
+    for r in rows:
+        mem = f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" + (" (RSS)" if r["memory_kind"].startswith("cpu") else "")
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        lines.append((r["preset"], str(r["canvas"]), r["pos_encoding"], str(r["batch"]), "on" if r["compile"] else "off",
+                      r["dtype"], f"{r['sample_steps_per_s']:,.2f}", f"{r['tokens_per_s']:,.0f}",
+                      f"{r['achieved_tflops']:.3f}", mfu, mem, f"{r['warmup_s']:.1f}"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pretrain.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="default: trm-arc1 on CUDA, tiny on CPU")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    parser.add_argument("--batch", type=int,
+                        help=f"global batch (default: the preset's, at most {GPU_DEFAULT_BATCH_CAP} on a GPU "
+                             f"and {CPU_DEFAULT_BATCH_CAP} on CPU)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first, compilation included (default 3)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the network (default: the preset's setting)")
+    parser.add_argument("--compare-compile", action="store_true", help="run without and with torch.compile")
+    parser.add_argument("--canvas", type=int, nargs="+",
+                        help="canvas side(s) to measure (default: the preset's); not for trm-mlp")
+    parser.add_argument("--pos-encoding", choices=("rope1d", "rope2d"), help="default: the preset's")
+    parser.add_argument("--num-aug", type=int, default=8, help="augmented versions per synthetic task (default 8)")
+    parser.add_argument("--puzzle-ids", type=int, default=0,
+                        help="size the puzzle table to this many rows (e.g. 876000 for ARC-AGI-1's real "
+                             "table, for peak memory); default: the synthetic catalogue's")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU on unlisted GPUs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="one JSON object per configuration on stdout")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be at least 1 and --warmup at least 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    world = setup_world(args.device)
+    try:
+        if world.size > 1:
+            print("error: run the benchmark in one process (not under torchrun)", file=sys.stderr)
+            return 2
+        device = world.device
+        on_gpu = device.type == "cuda"
+        run = PRESETS[args.preset or ("trm-arc1" if on_gpu else "tiny")]()
+        model_config = run.model
+        if args.pos_encoding:
+            model_config = model_config.replace(pos_encoding=args.pos_encoding)
+        batch = args.batch or min(run.optim.global_batch, GPU_DEFAULT_BATCH_CAP if on_gpu else CPU_DEFAULT_BATCH_CAP)
+        canvases = args.canvas or [run.data.canvas]
+        if model_config.arch == "trm-mlp" and any(c != model_config.canvas for c in canvases):
+            print(f"note: trm-mlp's sequence MLP is sized for its {model_config.canvas}x{model_config.canvas} "
+                  f"canvas and cannot run on another; skipping canvas {[c for c in canvases if c != model_config.canvas]}",
+                  file=sys.stderr)
+            canvases = [c for c in canvases if c == model_config.canvas]
+        compiles = [False, True] if args.compare_compile else [run.compile if args.compile is None else args.compile]
+        dtype = default_dtype(device)
+        name = device_name(device)
+        peak = args.peak_tflops or (peak_tflops_for(name) if on_gpu else None)
+        if on_gpu and peak is None:
+            print(f"note: no bf16 peak known for {name!r}; pass --peak-tflops for MFU", file=sys.stderr)
+
+        rows = []
+        for canvas in canvases:
+            config = model_config if canvas == model_config.canvas else model_config.replace(canvas=canvas)
+            for compile in compiles:
+                print(f"{run.name}: canvas {canvas}, {config.pos_encoding}, batch {batch}, compile {compile}, "
+                      f"{args.warmup} warm-up + {args.steps} timed steps on {name} ...", file=sys.stderr, flush=True)
+                row = bench_one(run, config, canvas, batch, compile, args.steps, args.warmup, world, dtype,
+                                args.num_aug, args.puzzle_ids, peak, args.seed)
+                rows.append(row)
+                if args.json:
+                    print(json.dumps(row), flush=True)
+        if rows:
+            table = format_table(rows)
+            print(("\n" if not args.json else "") + table, file=sys.stderr if args.json else sys.stdout)
+            print("peak mem: " + ("torch.cuda.max_memory_allocated" if on_gpu else
+                                  "peak RSS of this process since it started (cumulative over configurations)")
+                  + "; TFLOP/s from supervision_step_flops", file=sys.stderr if args.json else sys.stdout)
+    finally:
+        teardown_world()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from arc_data import load_bundled, load_kaggle
+from arc_data.synthetic import synthetic_tasks
+from submission.writer import validate_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_challenges(tmp_path, tasks):
+    challenges = {t.id: {"train": t.to_json()["train"], "test": [{"input": g.tolist()} for g in t.test_inputs]}
+                  for t in tasks}
+    solutions = {t.id: [g.tolist() for g in t.test_outputs] for t in tasks}
+    (tmp_path / "challenges.json").write_bytes(orjson.dumps(challenges))
+    (tmp_path / "solutions.json").write_bytes(orjson.dumps(solutions))
+    return tmp_path / "challenges.json", tmp_path / "solutions.json"
+
+
+def make_submission(*args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("KAGGLE_KERNEL_RUN_TYPE", None)
+    return subprocess.Popen([sys.executable, "make_submission.py", "--quiet", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def assert_valid(path, challenges):
+    validate_submission(orjson.loads(Path(path).read_bytes()), load_kaggle(challenges))
+
+
+def test_a_one_second_budget_still_writes_a_valid_file(tmp_path):
+    challenges, _ = write_challenges(tmp_path, load_bundled("arc-agi-2", "eval")[:5])
+    out = tmp_path / "submission.json"
+    process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 1)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert_valid(out, challenges)
+
+
+def test_time_limit_is_honoured(tmp_path):
+    challenges, _ = write_challenges(tmp_path, load_bundled("arc-agi-2", "eval")[:40])
+    out = tmp_path / "submission.json"
+    started = time.monotonic()
+    process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 25)
+    stdout, stderr = process.communicate(timeout=180)
+    elapsed = time.monotonic() - started
+    assert process.returncode == 0, stderr
+    assert elapsed < 25 + 10, f"took {elapsed:.1f} s for a 25 s limit"  # interpreter start and imports included
+    assert_valid(out, challenges)
+    assert "left with fallback attempts" in stdout
+
+
+def test_a_kill_mid_run_leaves_a_valid_file(tmp_path):
+    challenges, _ = write_challenges(tmp_path, synthetic_tasks(30, seed=3))
+    out = tmp_path / "submission.json"
+    process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 300,
+                              start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(4)  # into the fine-tuning of the first tasks
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert_valid(out, challenges)
+
+
+def test_bad_input_is_one_line_and_leaves_the_old_file(tmp_path):
+    out = tmp_path / "submission.json"
+    out.write_text('{"old": "file"}')
+    bad = tmp_path / "challenges.json"
+    bad.write_bytes(orjson.dumps({"t1": {"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": [{"input": [[1]]}]}}))
+    process = make_submission("--challenges", bad, "--out", out)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "Traceback" not in stderr
+    assert stderr.strip().count("\n") == 0 and "task t1" in stderr and "ragged" in stderr
+    assert out.read_text() == '{"old": "file"}'
+
+
+@pytest.mark.slow
+def test_one_and_two_workers_agree(tmp_path):
+    challenges, _ = write_challenges(tmp_path, synthetic_tasks(4, seed=5))
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.json"
+        process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 600, "--workers", workers)
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr
+        outputs.append(orjson.loads(out.read_bytes()))
+    assert outputs[0] == outputs[1]

@@ -1,38 +1,63 @@
-"""Where we are on Kaggle: input and working folders, the test challenges file, rerun or not.
+"""Where things are on Kaggle's notebook machine, in one place.
 
-The roots come from ``ARC_KAGGLE_INPUT`` and ``ARC_KAGGLE_WORKING`` when set (a rehearsal points
-them at temporary folders), else Kaggle's ``/kaggle/input`` and ``/kaggle/working``.
+``make_submission`` reads these to find the hidden test file and where to write, and
+``submission.kaggle`` formats the same names into the notebook it builds. The two roots come from
+environment variables so a local rehearsal can point them at temporary folders.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-CHALLENGES_NAME = "arc-agi_test_challenges.json"
+INPUT_ENV = "ARC_KAGGLE_INPUT"  # overrides the read-only input root (competition data, attached datasets)
+WORKING_ENV = "ARC_KAGGLE_WORKING"  # overrides the writable working folder (the submission goes here)
+DEFAULT_INPUT = "/kaggle/input"
+DEFAULT_WORKING = "/kaggle/working"
+RUN_TYPE_ENV = "KAGGLE_KERNEL_RUN_TYPE"  # set by Kaggle in every notebook session ("Interactive", "Batch")
+RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"  # set by Kaggle only while it reruns the notebook on the hidden set
+TEST_CHALLENGES = "arc-agi_test_challenges.json"
+SUBMISSION_FILE = "submission.json"
 
 
 @dataclass(frozen=True)
 class KagglePaths:
-    input_root: Path
-    working_root: Path
+    input_root: Path  # read-only on Kaggle: competition data and attached datasets, one folder each
+    working_root: Path  # writable; Kaggle scores the submission file found here
+
+    @property
+    def submission(self) -> Path:
+        return self.working_root / SUBMISSION_FILE
 
 
-def kaggle_paths() -> KagglePaths:
-    return KagglePaths(Path(os.environ.get("ARC_KAGGLE_INPUT", "/kaggle/input")),
-                       Path(os.environ.get("ARC_KAGGLE_WORKING", "/kaggle/working")))
+def kaggle_paths(environ: Mapping[str, str] | None = None) -> KagglePaths:
+    env = os.environ if environ is None else environ
+    return KagglePaths(input_root=Path(env.get(INPUT_ENV) or DEFAULT_INPUT),
+                       working_root=Path(env.get(WORKING_ENV) or DEFAULT_WORKING))
 
 
-def is_kaggle() -> bool:
-    return "KAGGLE_KERNEL_RUN_TYPE" in os.environ or kaggle_paths().input_root.is_dir()
+def is_kaggle(environ: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return RUN_TYPE_ENV in env or Path(DEFAULT_INPUT).is_dir()
 
 
-def is_competition_rerun() -> bool:
-    """Kaggle sets this during the rerun on the hidden tasks; the visible test file is a placeholder."""
-    return bool(os.environ.get("KAGGLE_IS_COMPETITION_RERUN"))
+def is_competition_rerun(environ: Mapping[str, str] | None = None) -> bool:
+    """True while Kaggle scores the notebook on the hidden tasks (not on the visible placeholder)."""
+    env = os.environ if environ is None else environ
+    return env.get(RERUN_ENV, "").strip().lower() not in ("", "0", "false")
 
 
 def find_test_challenges(input_root: Path) -> Path | None:
-    found = sorted(Path(input_root).glob(f"*/{CHALLENGES_NAME}")) + sorted(Path(input_root).glob(CHALLENGES_NAME))
-    return found[0] if found else None
+    """The competition's test challenges under ``input_root``: the shallowest match, so a copy
+    inside some attached dataset never wins over the competition's own folder. None when absent."""
+    root = Path(input_root)
+    if not root.is_dir():
+        return None
+    direct = sorted(root.glob(f"*/{TEST_CHALLENGES}"))
+    if direct:
+        return direct[0]
+    # Kaggle has mounted inputs one level deeper in some layouts (e.g. competitions/<slug>/).
+    deeper = sorted(root.rglob(TEST_CHALLENGES), key=lambda path: (len(path.parts), str(path)))
+    return deeper[0] if deeper else None

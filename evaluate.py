@@ -2,6 +2,7 @@
 
     python evaluate.py submission.json --dataset arc-agi-2 --split eval
     python evaluate.py submission.json --solutions arc-agi_evaluation_solutions.json [--challenges FILE]
+    python evaluate.py submission.json --dataset arc-agi-2 --report report/ [--report-limit N]
 
 Bad input prints one ``error: ...`` line on stderr and exits with status 2.
 """
@@ -15,9 +16,10 @@ from pathlib import Path
 import orjson
 
 from arc_data.grids import ArcDataError
-from arc_data.sources import BUNDLED, SPLITS
-from submission.scoring import DEFAULT_DATASET, format_score, load_truth, score_file
-from submission.writer import SubmissionError
+from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle, load_path
+from arc_data.tasks import Task
+from submission.scoring import DEFAULT_DATASET, Score, format_score, load_truth, score_file
+from submission.writer import SubmissionError, read_submission
 
 BAD_INPUT = 2
 
@@ -34,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Kaggle challenges file (checked against --solutions), or tasks that carry outputs")
     parser.add_argument("--tasks", action="store_true", help="print the per-task table")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="write a PNG per task and DIR/index.html, failed tasks first")
+    parser.add_argument("--report-limit", type=int, default=200, metavar="N",
+                        help="draw at most N tasks, failures first (default 200)")
     return parser.parse_args(argv)
 
 
@@ -41,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.dataset and (args.solutions or args.challenges):
         print("error: give --dataset or --solutions/--challenges, not both", file=sys.stderr)
+        return BAD_INPUT
+    if args.report is not None and args.solutions and not args.challenges:
+        print("error: --report draws the demonstration pairs, so it needs --challenges with --solutions",
+              file=sys.stderr)
+        return BAD_INPUT
+    if args.report_limit < 0:
+        print(f"error: --report-limit must be 0 or more, not {args.report_limit}", file=sys.stderr)
         return BAD_INPUT
     try:
         truth = load_truth(dataset=args.dataset, split=args.split, solutions=args.solutions,
@@ -53,6 +66,31 @@ def main(argv: list[str] | None = None) -> int:
         print(orjson.dumps(score.to_json()).decode())
     else:
         print(format_score(score, per_task=args.tasks))
+    if args.report is not None:
+        return write_report_for(args, score)
+    return 0
+
+
+def report_tasks(args: argparse.Namespace) -> list[Task]:
+    """The scored tasks with their demonstrations, from the same source as the truth."""
+    if args.challenges is None:
+        return load_bundled(args.dataset or DEFAULT_DATASET, args.split)
+    if args.solutions is not None:
+        return load_kaggle(args.challenges, args.solutions)
+    return load_path(args.challenges)
+
+
+def write_report_for(args: argparse.Namespace, score: Score) -> int:
+    from submission.report import write_report  # matplotlib loads only when a report is asked for
+
+    try:
+        index = write_report(report_tasks(args), read_submission(args.submission), score, args.report,
+                             args.report_limit)
+    except (ArcDataError, SubmissionError, OSError) as error:
+        print(f"error: report: {error}", file=sys.stderr)
+        return BAD_INPUT
+    drawn = min(args.report_limit, score.tasks)
+    print(f"report: {index} ({drawn} of {score.tasks} tasks drawn)", file=sys.stderr)
     return 0
 
 

@@ -87,3 +87,16 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
         assert torch.allclose(tensor, b["model"][name], atol=1e-5), name
     assert torch.allclose(a["puzzles"]["weight"], b["puzzles"]["weight"], atol=1e-6)
     assert list(losses(tmp_path / "one").values()) == pytest.approx(list(losses(tmp_path / "two").values()), rel=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["trm", "trm-mlp", "hrm"])
+def test_every_architecture_takes_training_steps(tmp_path, arch):
+    config = short_run(3)
+    changes = {"arch": arch, "prefix_tokens": 1 if arch == "hrm" else config.model.prefix_tokens}
+    config.model = config.model.replace(**changes)
+    trainer = Trainer(config, tmp_path, setup_world("cpu"))
+    before = [p.detach().clone() for p in trainer.learner.model.parameters()]
+    trainer.train()
+    assert trainer.learner.step == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.learner.model.parameters()))
+    assert all(torch.isfinite(v).all() for v in losses(tmp_path).values() for v in [torch.tensor(v)])

@@ -1,0 +1,80 @@
+"""Seconds per task of test-time fine-tuning and inference: ``python -m submission.bench``.
+
+Runs ``solve_task`` on the first ``--tasks`` tasks of a bundled evaluation set with a preset's
+fixed number of steps and views (no time limit), and prints fine-tuning and inference seconds per
+task, the peak GPU memory, and the projected time for 240 hidden tasks on Kaggle's 4x L4. The
+projection scales a GPU measurement by the ratio of dense bf16 rates (an L4 has about 121 TFLOP/s,
+an H100 SXM about 989, so roughly 1/8); on a CPU it is not made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import torch
+
+from arc_data.sources import BUNDLED, load_bundled
+from pretrain.distributed import default_dtype, pick_device
+from submission.config import PRESETS, fresh_model_config
+from submission.finetune import Network, solve_task
+
+L4_TFLOPS = 121.0
+GPU_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
+KAGGLE_TASKS, KAGGLE_GPUS = 240, 4
+
+
+def l4_scale(device: torch.device) -> float | None:
+    """How many times slower an L4 is than this GPU (None on a CPU or an unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    peak = next((v for k, v in GPU_TFLOPS.items() if k in name), None)
+    return peak / L4_TFLOPS if peak else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m submission.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--dataset", choices=sorted(BUNDLED), default="arc-agi-2")
+    parser.add_argument("--tasks", type=int, default=5)
+    parser.add_argument("--checkpoint", help="exported network (default: a fresh one)")
+    parser.add_argument("--device")
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    dtype = default_dtype(device)
+    if args.checkpoint:
+        from pretrain.export import load_exported
+        model, mean = load_exported(args.checkpoint)
+        network = Network(model.config, model.state_dict(), mean, fresh=False)
+    else:
+        network = Network.fresh_init(fresh_model_config())
+    config = dataclasses.replace(PRESETS[args.preset](), max_task_seconds=float("inf"))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rows = []
+    for task in load_bundled(args.dataset, "eval")[:args.tasks]:
+        outcome = solve_task(task, network, config, device, seconds=float("inf"), dtype=dtype)
+        rows.append(outcome)
+        print(f"{task.id}: canvas {outcome.canvas}, {outcome.finetune_steps} steps in {outcome.finetune_seconds:.1f} s, "
+              f"{outcome.views} views in {outcome.inference_seconds:.1f} s")
+    finetune = float(np.mean([o.finetune_seconds for o in rows]))
+    inference = float(np.mean([o.inference_seconds for o in rows]))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"\n{name}, {dtype}, preset {args.preset}: per task {finetune:.1f} s fine-tuning "
+          f"({config.steps} steps, batch {config.batch}) + {inference:.1f} s inference ({config.views} views)")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    scale = l4_scale(device)
+    if scale:
+        hours = (finetune + inference) * scale * KAGGLE_TASKS / KAGGLE_GPUS / 3600
+        print(f"projected on Kaggle: {KAGGLE_TASKS} tasks on {KAGGLE_GPUS}x L4 ~ {hours:.1f} h "
+              f"(this GPU's time x {scale:.1f}, the ratio of dense bf16 rates)")
+    else:
+        print("projected on Kaggle: not made (needs a measurement on a known GPU)")
+
+
+if __name__ == "__main__":
+    main()

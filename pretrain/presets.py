@@ -47,12 +47,15 @@ ARC2 = DataConfig(train_sources=("bundled:arc-agi-2/train",), held_out_sources=(
 
 
 def tiny() -> RunConfig:
-    """CPU-sized: a 10x10 canvas, a few thousand steps in minutes."""
+    """CPU-sized: synthetic flips, colour maps and tilings on a 10x10 canvas, two supervision steps and
+    no translation (both slow a model this small down several-fold; measured, see docs/BENCHMARKS.md)."""
+    families = "flip_lr+colour_map+tile"
     return RunConfig(
-        name="tiny", model=model_presets.tiny(),
-        data=DataConfig(train_sources=("synthetic:120/0",), held_out_sources=("synthetic:30/1",), num_aug=16, canvas=10),
+        name="tiny", model=model_presets.tiny().replace(max_steps=2),
+        data=DataConfig(train_sources=(f"synthetic:60/0/{families}",), held_out_sources=(f"synthetic:15/1/{families}",),
+                        num_aug=8, canvas=10, translate=False),
         optim=OptimConfig(global_batch=32, lr=1e-3, lr_warmup_steps=20, ema_decay=0.99),
-        steps=300, log_every=10, eval_every=100, eval_views=4, eval_batch=64, checkpoint_every=100)
+        steps=6000, log_every=100, eval_every=2000, eval_views=8, eval_batch=64, checkpoint_every=1000)
 
 
 def trm_arc1() -> RunConfig:

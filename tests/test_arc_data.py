@@ -127,3 +127,14 @@ def test_cli_summarises_a_good_source(tmp_path):
     bundled = subprocess.run([sys.executable, "-m", "arc_data", "bundled:arc-agi-2/eval"], cwd=ROOT,
                              capture_output=True, text=True)
     assert "120 tasks" in bundled.stdout and "167 test inputs" in bundled.stdout
+
+
+def test_synthetic_sources_name_count_seed_and_families():
+    from arc_data.sources import load_source
+    tiles = load_source("synthetic:4/2/tile")
+    assert len(tiles) == 4 and all(t.id.endswith("tile") for t in tiles)
+    for task in tiles:
+        assert np.array_equal(task.test_outputs[0], np.tile(task.test_inputs[0], (2, 2)))
+    assert [t.id for t in load_source("synthetic:3")] == [t.id for t in load_source("synthetic:3/0")]
+    with pytest.raises(ArcDataError, match="families"):
+        load_source("synthetic:3/0/spiral")

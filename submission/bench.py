@@ -15,10 +15,11 @@ import dataclasses
 import numpy as np
 import torch
 
-from arc_data.sources import BUNDLED, load_bundled
+from arc_data.sources import BUNDLED, load_bundled, load_source
 from pretrain.distributed import default_dtype, pick_device
 from submission.config import PRESETS, fresh_model_config
 from submission.finetune import Network, solve_task
+from submission.voting import grid_key
 
 L4_TFLOPS = 121.0
 GPU_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
@@ -34,10 +35,25 @@ def l4_scale(device: torch.device) -> float | None:
     return peak / L4_TFLOPS if peak else None
 
 
+def selector_table(tasks, outcomes) -> str:
+    """pass@1 and pass@2 (per-task mean) of each selector over the same predictions."""
+    lines = []
+    for name in outcomes[0].ranked_by:
+        scores = {k: np.mean([np.mean([grid_key(truth) in {grid_key(np.array(g, np.uint8)) for g in ranked[:k]}
+                                       for truth, ranked in zip(task.test_outputs, outcome.ranked_by[name])])
+                              for task, outcome in zip(tasks, outcomes)]) for k in (1, 2)}
+        lines.append(f"selector {name}: pass@1 {100 * scores[1]:.1f}%  pass@2 {100 * scores[2]:.1f}%")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m submission.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--dataset", choices=sorted(BUNDLED), default="arc-agi-2")
+    parser.add_argument("--source", help="any task source instead (e.g. synthetic:6/11/colour_map+tile)")
+    parser.add_argument("--steps", type=int, help="fine-tuning steps (default: the preset's)")
+    parser.add_argument("--compare-selectors", action="store_true",
+                        help="rank the same predictions with every selector and report pass@1/2 for each")
     parser.add_argument("--tasks", type=int, default=5)
     parser.add_argument("--checkpoint", help="exported network (default: a fresh one)")
     parser.add_argument("--device")
@@ -51,11 +67,15 @@ def main(argv: list[str] | None = None) -> None:
         network = Network(model.config, model.state_dict(), mean, fresh=False)
     else:
         network = Network.fresh_init(fresh_model_config())
-    config = dataclasses.replace(PRESETS[args.preset](), max_task_seconds=float("inf"))
+    config = dataclasses.replace(PRESETS[args.preset](), max_task_seconds=float("inf"),
+                                 compare_selectors=args.compare_selectors)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rows = []
-    for task in load_bundled(args.dataset, "eval")[:args.tasks]:
+    tasks = load_source(args.source) if args.source else load_bundled(args.dataset, "eval")
+    for task in tasks[:args.tasks]:
         outcome = solve_task(task, network, config, device, seconds=float("inf"), dtype=dtype)
         rows.append(outcome)
         print(f"{task.id}: canvas {outcome.canvas}, {outcome.finetune_steps} steps in {outcome.finetune_seconds:.1f} s, "
@@ -67,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
           f"({config.steps} steps, batch {config.batch}) + {inference:.1f} s inference ({config.views} views)")
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    if args.compare_selectors:
+        print(selector_table(tasks[:args.tasks], rows))
     scale = l4_scale(device)
     if scale:
         hours = (finetune + inference) * scale * KAGGLE_TASKS / KAGGLE_GPUS / 3600

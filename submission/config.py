@@ -26,6 +26,7 @@ class FinetuneConfig:
     views: int = 1000  # augmented views predicted per test input (capped by num_aug and by time)
     inference_batch: int = 256
     selector: str = "vote"  # "vote" (TRM's rule) or "poe" (product of experts over views)
+    compare_selectors: bool = False  # also rank with every other selector (for measuring them)
     bucket_canvas: bool = True  # run each task at the smallest canvas of CANVAS_BUCKETS that holds it
     max_task_seconds: float = 600.0  # cap on any one task's share of the time
     seed: int = 0
@@ -62,8 +63,15 @@ def kaggle_placeholder() -> FinetuneConfig:
     return FinetuneConfig(num_aug=32, steps=10, embedding_steps=2, batch=32, views=16, max_task_seconds=30.0)
 
 
+def synthetic() -> FinetuneConfig:
+    """What a fresh network needs on a CPU to solve the synthetic colour-map and tiling tasks
+    (the slow proof-of-life test): longer fine-tuning, no translation, 32 views."""
+    return FinetuneConfig(num_aug=32, steps=800, embedding_steps=0, batch=32, lr=1e-3, warmup_steps=10,
+                          translate=False, views=32, inference_batch=64, max_task_seconds=600.0)
+
+
 PRESETS: dict[str, Callable[[], FinetuneConfig]] = {
-    "cpu": cpu, "kaggle-4xl4": kaggle_4xl4, "kaggle-placeholder": kaggle_placeholder,
+    "cpu": cpu, "kaggle-4xl4": kaggle_4xl4, "kaggle-placeholder": kaggle_placeholder, "synthetic": synthetic,
 }
 
 

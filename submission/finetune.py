@@ -25,7 +25,7 @@ from pretrain.evaluation import predict, task_views, view_predictions
 from pretrain.learner import Learner, OptimConfig, Slots, train_step
 from pretrain.model import build_model
 from submission.config import FinetuneConfig, canvas_for
-from submission.voting import rank_candidates
+from submission.voting import SELECTORS, rank_candidates
 
 # Share of a task's time kept for inference when fine-tuning would use it all.
 INFERENCE_SHARE = 0.3
@@ -64,6 +64,7 @@ class TaskOutcome:
     canvas: int = 0
     note: str = "ok"
     confidences: list[list[float]] = field(default_factory=list)
+    ranked_by: dict[str, list[list[list[list[int]]]]] = field(default_factory=dict)  # compare_selectors only
 
 
 def task_canvas(task: Task, network: Network, config: FinetuneConfig) -> int:
@@ -125,13 +126,16 @@ def _solve(task: Task, network: Network, config: FinetuneConfig, device: torch.d
     views.inputs, views.puzzle_ids = views.inputs[:done], views.puzzle_ids[:done]
     views.test_index, views.version = views.test_index[:done], views.version[:done]
     predictions = view_predictions(views, group.table, log_probs, q_halt, canvas,
-                                   keep_log_probs=config.selector != "vote")
+                                   keep_log_probs=config.selector != "vote" or config.compare_selectors)
     ranked = rank_candidates(predictions, len(task.test_inputs), config.selector)
+    others = SELECTORS if config.compare_selectors else {}
+    ranked_by = {name: [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]]
+                        for r in rank_candidates(predictions, len(task.test_inputs), name)] for name in others}
     return TaskOutcome(
         task.id, [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]] for r in ranked], finetune_steps=steps,
         views=len({v for v in views.version}), finetune_seconds=finetune_seconds,
         inference_seconds=time.perf_counter() - infer_start, canvas=canvas,
-        confidences=[[c.mean_confidence or 0.0 for c in r[:KEEP_CANDIDATES]] for r in ranked])
+        confidences=[[c.mean_confidence or 0.0 for c in r[:KEEP_CANDIDATES]] for r in ranked], ranked_by=ranked_by)
 
 
 def _predict_until(learner: Learner, views, batch: int, device: torch.device,

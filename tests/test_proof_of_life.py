@@ -3,14 +3,12 @@
 Both are slow (minutes on a 2-core CPU): ``python -m pytest -m slow tests/test_proof_of_life.py``.
 """
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
 from arc_data.synthetic import synthetic_tasks
-from submission.config import cpu, fresh_model_config
+from submission.config import fresh_model_config, synthetic
 from submission.finetune import Network, solve_task
 from submission.voting import grid_key
 
@@ -21,8 +19,7 @@ def test_a_fresh_network_fine_tuned_per_task_solves_simple_tasks():
     must solve a colour map and a tiling on test inputs it never saw."""
     torch.set_num_threads(1)
     network = Network.fresh_init(fresh_model_config())
-    config = dataclasses.replace(cpu(), steps=800, embedding_steps=0, batch=32, lr=1e-3, warmup_steps=10,
-                                 num_aug=32, views=32, translate=False, max_task_seconds=float("inf"))
+    config = synthetic()
     for task in synthetic_tasks(2, seed=11, families=("colour_map", "tile")):
         outcome = solve_task(task, network, config, torch.device("cpu"), seconds=float("inf"))
         top_two = {grid_key(np.array(g, np.uint8)) for g in outcome.ranked[0][:2]}

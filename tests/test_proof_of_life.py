@@ -24,3 +24,16 @@ def test_a_fresh_network_fine_tuned_per_task_solves_simple_tasks():
         outcome = solve_task(task, network, config, torch.device("cpu"), seconds=float("inf"))
         top_two = {grid_key(np.array(g, np.uint8)) for g in outcome.ranked[0][:2]}
         assert grid_key(task.test_outputs[0]) in top_two, f"{task.id} not solved"
+
+
+@pytest.mark.slow
+def test_the_tiny_preset_learns_held_out_synthetic_tasks(tmp_path):
+    """Pretraining the tiny preset on synthetic flips, colour maps and tilings: its held-out tasks
+    (demonstrations trained, test inputs never seen) must be solved well above chance."""
+    from pretrain.distributed import setup_world
+    from pretrain.presets import tiny
+    from pretrain.trainer import Trainer
+
+    torch.set_num_threads(1)
+    last = Trainer(tiny(), tmp_path, setup_world("cpu")).train()
+    assert last["eval/pass@2"] >= 0.3, last

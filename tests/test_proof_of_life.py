@@ -36,4 +36,4 @@ def test_the_tiny_preset_learns_held_out_synthetic_tasks(tmp_path):
 
     torch.set_num_threads(1)
     last = Trainer(tiny(), tmp_path, setup_world("cpu")).train()
-    assert last["eval/pass@2"] >= 0.3, last
+    assert last["eval/pass@2"] >= 0.5, last

@@ -94,3 +94,11 @@ def test_one_and_two_workers_agree(tmp_path):
         assert process.returncode == 0, stderr
         outputs.append(orjson.loads(out.read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+def test_a_checkpoint_that_is_not_an_export_is_one_line(tmp_path):
+    challenges, _ = write_challenges(tmp_path, synthetic_tasks(2, seed=3))
+    process = make_submission("--challenges", challenges, "--out", tmp_path / "s.json", "--checkpoint", tmp_path)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2 and "Traceback" not in stderr
+    assert stderr.strip().count("\n") == 0 and "model.json" in stderr

@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--bucket-canvas", action="store_true",
+                        help="train each task at the smallest canvas that holds it (needs --pos-encoding rope2d)")
+    parser.add_argument("--pos-encoding", choices=("rope1d", "rope2d"), help="position encoding of the network")
     return parser.parse_args(argv)
 
 
@@ -48,9 +51,11 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     config = dataclasses.replace(config, **{k: v for k, v in top.items() if v is not None})
     if args.compile:
         config.compile = True
+    if args.pos_encoding:
+        config.model = config.model.replace(pos_encoding=args.pos_encoding)
     optim = {"global_batch": args.global_batch, "lr": args.lr}
     config.optim = dataclasses.replace(config.optim, **{k: v for k, v in optim.items() if v is not None})
-    data = {"num_aug": args.num_aug,
+    data = {"num_aug": args.num_aug, "bucket_canvas": True if args.bucket_canvas else None,
             "train_sources": tuple(args.train_sources) if args.train_sources is not None else None,
             "held_out_sources": tuple(args.held_out_sources) if args.held_out_sources is not None else None}
     config.data = dataclasses.replace(config.data, **{k: v for k, v in data.items() if v is not None})
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_bytes(orjson.dumps(config.to_dict(), option=orjson.OPT_INDENT_2))
         trainer.train()
-    except ArcDataError as error:
+    except (ArcDataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -34,8 +34,20 @@ class DataConfig:
     held_out_sources: tuple[str, ...] = ("bundled:arc-agi-1/eval",)  # demonstrations train; test inputs held out
     num_aug: int = 1000  # augmented versions per task (identity included), before deduplication
     translate: bool = True  # a fresh random offset per training pair
-    canvas: int = 30  # canvas side of the token rows
+    canvas: int = 30  # canvas side of the token rows (the largest canvas when bucketing)
+    bucket_canvas: bool = False  # each task at the smallest of CANVAS_BUCKETS that holds its grids (needs rope2d)
     seed: int = 0  # augmentation tables and the sample stream
+
+
+# Canvas sides a task is bucketed to: the smallest that holds its largest grid.
+CANVAS_BUCKETS = (8, 12, 16, 20, 24, 30)
+
+
+def canvas_for(max_side: int, bucket: bool, full_canvas: int) -> int:
+    """The canvas side a task with grids up to ``max_side`` runs at."""
+    if not bucket:
+        return full_canvas
+    return next((c for c in CANVAS_BUCKETS if max_side <= c <= full_canvas), full_canvas)
 
 
 @dataclass
@@ -45,6 +57,7 @@ class TaskGroup:
     first_id: int
     pair_inputs: np.ndarray  # (pairs,) int64: index of each training pair's input grid in the catalogue's pool
     held_out: bool  # True: the task's test inputs are for evaluation
+    canvas: int  # the canvas side this task's samples use
 
     def puzzle_id(self, version: int) -> int:
         return self.first_id + version
@@ -71,7 +84,8 @@ class PuzzleCatalogue:
     A pair's input is grid ``2k`` of the pool and its output grid ``2k + 1``.
     """
 
-    def __init__(self, train_tasks: list[Task], held_out_tasks: list[Task], num_aug: int, seed: int):
+    def __init__(self, train_tasks: list[Task], held_out_tasks: list[Task], num_aug: int, seed: int,
+                 canvas: int = 30, bucket_canvas: bool = False):
         self.groups: list[TaskGroup] = []
         grids: list[np.ndarray] = []
         next_id = 0
@@ -84,7 +98,9 @@ class PuzzleCatalogue:
             table = augmentation_table(task, num_aug, seed)
             pair_inputs = np.arange(len(grids), len(grids) + 2 * len(pairs), 2, dtype=np.int64)
             grids += [g for pair in pairs for g in pair]
-            self.groups.append(TaskGroup(task, table, next_id, pair_inputs, held_out))
+            largest = max(max(g.shape) for g in [*(g for pair in pairs for g in pair), *task.test_inputs])
+            group_canvas = canvas_for(largest, bucket_canvas, canvas)
+            self.groups.append(TaskGroup(task, table, next_id, pair_inputs, held_out, group_canvas))
             next_id += len(table)
         self.num_ids = next_id
         self.pool = GridPool.from_grids(grids)
@@ -94,7 +110,11 @@ class PuzzleCatalogue:
     def from_config(cls, config: DataConfig) -> "PuzzleCatalogue":
         train = [t for s in config.train_sources for t in load_source(s)]
         held_out = [t for s in config.held_out_sources for t in load_source(s)]
-        return cls(train, held_out, config.num_aug, config.seed)
+        return cls(train, held_out, config.num_aug, config.seed, config.canvas, config.bucket_canvas)
+
+    def canvases(self) -> list[int]:
+        """The distinct canvas sides of the groups, smallest first."""
+        return sorted({g.canvas for g in self.groups})
 
     def held_out_groups(self) -> list[TaskGroup]:
         return [g for g in self.groups if g.held_out]
@@ -122,8 +142,15 @@ class TrainStream:
     stream is the same however it is cut into batches, and resuming only needs the sample count.
     """
 
-    def __init__(self, catalogue: PuzzleCatalogue, config: DataConfig, position: int = 0):
+    def __init__(self, catalogue: PuzzleCatalogue, config: DataConfig, position: int = 0, canvas: int | None = None):
+        """``canvas``: only the groups bucketed to this canvas (all groups when None)."""
         self.catalogue, self.config = catalogue, config
+        self.canvas = canvas or config.canvas
+        self._groups = [i for i, g in enumerate(catalogue.groups) if canvas is None or g.canvas == canvas]
+        if not self._groups:
+            raise ValueError(f"no task groups on a {self.canvas}-canvas")
+        # Streams of different canvases draw independently; a single stream keeps the plain seeds.
+        self._key = [] if canvas is None else [canvas]
         self.epoch, self._visit = 0, 0
         self._order = self._epoch_order()
         self._pending: list[tuple[_Visit, int]] = []  # (visit, pairs of it already handed out)
@@ -131,14 +158,15 @@ class TrainStream:
         self.skip(position)
 
     def _epoch_order(self) -> np.ndarray:
-        return np.random.default_rng([self.config.seed, self.epoch]).permutation(len(self.catalogue.groups))
+        order = np.random.default_rng([self.config.seed, self.epoch, *self._key]).permutation(len(self._groups))
+        return np.array(self._groups)[order]
 
     def _next_visit(self) -> _Visit:
         if self._visit == len(self._order):
             self.epoch, self._visit = self.epoch + 1, 0
             self._order = self._epoch_order()
         group = self.catalogue.groups[self._order[self._visit]]
-        rng = np.random.default_rng([self.config.seed, self.epoch, self._visit])
+        rng = np.random.default_rng([self.config.seed, self.epoch, self._visit, *self._key])
         self._visit += 1
         version = int(rng.integers(len(group.table)))
         inputs = group.pair_inputs[rng.permutation(len(group.pair_inputs))]
@@ -171,7 +199,7 @@ class TrainStream:
         colour_maps = np.repeat(np.stack([v.colour_map for v, _, _ in pieces]), counts, axis=0)
         uniform = np.concatenate([v.uniform[a:b] for v, a, b in pieces]) if self.config.translate else None
         tokens_in, tokens_out, _ = encode_pairs(self.catalogue.pool, inputs, inputs + 1, dihedrals, colour_maps,
-                                                self.config.canvas, uniform=uniform)
+                                                self.canvas, uniform=uniform)
         puzzle_ids = np.repeat([v.puzzle_id for v, _, _ in pieces], counts).astype(np.int64)
         return SampleBatch(tokens_in, tokens_out, puzzle_ids)
 

@@ -84,18 +84,21 @@ def pass_at(ranked: list, truths: tuple[np.ndarray, ...], ks: tuple[int, ...]) -
     return {k: float(np.mean([hit_at_k(r, t, k) for r, t in zip(ranked, truths)])) for k in ks}
 
 
-def evaluate_tasks(model: RecursiveModel, puzzles: PuzzleEmbedding, groups: list, num_views: int, canvas: int,
-                   batch_size: int, device: torch.device, selector: str = "vote",
+def evaluate_tasks(model: RecursiveModel, puzzles: PuzzleEmbedding, groups: list, num_views: int,
+                   canvas: int | None, batch_size: int, device: torch.device, selector: str = "vote",
                    ks: tuple[int, ...] = (1, 2, 10, 100)) -> dict[str, float]:
-    """pass@k (per-task mean, the leaderboard's unit) over held-out task groups that have test outputs."""
+    """pass@k (per-task mean, the leaderboard's unit) over held-out task groups that have test outputs.
+
+    ``canvas`` None: every group at its own (bucketed) canvas."""
     per_task = []
     for group in groups:
         task = group.task
         if not task.has_solutions:
             continue
-        views = task_views(task, group.table, group.first_id, num_views, canvas)
+        side = canvas or group.canvas
+        views = task_views(task, group.table, group.first_id, num_views, side)
         log_probs, q_halt = predict(model, puzzles, views.inputs, views.puzzle_ids, batch_size, device)
-        predictions = view_predictions(views, group.table, log_probs, q_halt, canvas, keep_log_probs=selector != "vote")
+        predictions = view_predictions(views, group.table, log_probs, q_halt, side, keep_log_probs=selector != "vote")
         ranked = rank_candidates(predictions, len(task.test_inputs), selector)
         per_task.append(pass_at(ranked, task.test_outputs, ks))
     if not per_task:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 import torch
 from tqdm import tqdm
@@ -23,7 +24,7 @@ from pretrain.distributed import World, default_dtype
 from pretrain.evaluation import evaluate_tasks
 from pretrain.learner import Learner, Slots, train_step
 from pretrain.losses import summarize_metrics
-from pretrain.model import count_parameters
+from pretrain.model import Carry, count_parameters
 from pretrain.plots import plot_curves
 from pretrain.presets import RunConfig
 
@@ -35,12 +36,21 @@ class Trainer:
             raise ValueError(f"global batch {config.optim.global_batch} is not divisible by {world.size} ranks")
         if config.data.canvas != config.model.canvas:
             raise ValueError(f"data canvas {config.data.canvas} differs from the model's {config.model.canvas}")
+        if config.data.bucket_canvas and config.model.pos_encoding != "rope2d":
+            raise ValueError("canvas bucketing needs pos_encoding rope2d (positions that mean the same on every canvas)")
         self.config, self.out_dir, self.world = config, Path(out_dir), world
         self.dtype = dtype or default_dtype(world.device)
         self.catalogue = catalogue or PuzzleCatalogue.from_config(config.data)
         self.learner = Learner(config.model, config.optim, self.catalogue.num_ids, world, self.dtype, config.seed)
-        self.stream = TrainStream(self.catalogue, config.data)
-        self.slots = Slots(self.learner.model, config.optim.global_batch // world.size, world, config.data.canvas)
+        # One stream and one set of batch slots per canvas (a single one without bucketing).
+        bucketed = config.data.bucket_canvas
+        self.canvases = self.catalogue.canvases() if bucketed else [config.data.canvas]
+        self.streams = {c: TrainStream(self.catalogue, config.data, canvas=c if bucketed else None) for c in self.canvases}
+        local_batch = config.optim.global_batch // world.size
+        self.slots = {c: Slots(self.learner.model, local_batch, world, c) for c in self.canvases}
+        pairs = np.array([sum(len(g.pair_inputs) for g in self.catalogue.groups if not bucketed or g.canvas == c)
+                          for c in self.canvases], dtype=np.float64)
+        self.canvas_weights = pairs / pairs.sum()
         if config.compile:
             self.learner.model.compile()
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -50,12 +60,12 @@ class Trainer:
     def save(self) -> None:
         self.world.barrier()
         if self.world.is_main:
-            checkpoint.save_atomic({"learner": self.learner.state_dict(), "stream_position": self.stream.consumed,
+            positions = {c: stream.consumed for c, stream in self.streams.items()}
+            checkpoint.save_atomic({"learner": self.learner.state_dict(), "stream_positions": positions,
                                     "config": self.config.to_dict()}, self.out_dir / checkpoint.SHARED)
-        slots = self.slots
-        checkpoint.save_atomic({"inputs": slots.inputs, "labels": slots.labels, "puzzle_ids": slots.puzzle_ids,
-                                "steps": slots.steps, "halted": slots.halted, "carry_y": slots.carry.y,
-                                "carry_z": slots.carry.z, "step": self.learner.step},
+        slots = {c: {"inputs": s.inputs, "labels": s.labels, "puzzle_ids": s.puzzle_ids, "steps": s.steps,
+                     "halted": s.halted, "carry_y": s.carry.y, "carry_z": s.carry.z} for c, s in self.slots.items()}
+        checkpoint.save_atomic({"slots": slots, "step": self.learner.step},
                                self.out_dir / checkpoint.rank_file(self.world.rank))
         self.world.barrier()
 
@@ -65,15 +75,19 @@ class Trainer:
             return False
         shared = checkpoint.load(self.out_dir / checkpoint.SHARED)
         self.learner.load_state_dict(shared["learner"])
-        self.stream = TrainStream(self.catalogue, self.config.data, position=shared["stream_position"])
+        bucketed = self.config.data.bucket_canvas
+        self.streams = {c: TrainStream(self.catalogue, self.config.data, position=shared["stream_positions"][c],
+                                       canvas=c if bucketed else None) for c in self.canvases}
         mine = checkpoint.load(self.out_dir / checkpoint.rank_file(self.world.rank))
         if mine["step"] != self.learner.step:
             raise RuntimeError(f"{self.out_dir}: rank {self.world.rank} slots are from step {mine['step']}, "
                                f"the checkpoint from step {self.learner.step}")
         device = self.world.device
-        for name in ("inputs", "labels", "puzzle_ids", "steps", "halted"):
-            setattr(self.slots, name, mine[name].to(device))
-        self.slots.carry = type(self.slots.carry)(mine["carry_y"].to(device), mine["carry_z"].to(device))
+        for c, saved in mine["slots"].items():
+            slots = self.slots[c]
+            for name in ("inputs", "labels", "puzzle_ids", "steps", "halted"):
+                setattr(slots, name, saved[name].to(device))
+            slots.carry = Carry(saved["carry_y"].to(device), saved["carry_z"].to(device))
         return True
 
     # -- the loop ----------------------------------------------------------------------------
@@ -88,8 +102,9 @@ class Trainer:
         if not self.world.is_main:
             return {}
         cfg = self.config
+        canvas = None if cfg.data.bucket_canvas else cfg.data.canvas  # None: each group's own canvas
         return evaluate_tasks(self.learner.eval_model(), self.learner.puzzles, self.catalogue.held_out_groups(),
-                              cfg.eval_views, cfg.data.canvas, cfg.eval_batch, self.world.device)
+                              cfg.eval_views, canvas, cfg.eval_batch, self.world.device)
 
     def train(self, steps: int | None = None) -> dict[str, float]:
         """Train until ``steps`` (default: the config's) optimizer steps; returns the last metrics."""
@@ -99,10 +114,12 @@ class Trainer:
             print(f"{cfg.name}: {count_parameters(learner.model):,} parameters, {self.catalogue.num_ids:,} puzzle ids, "
                   f"{len(self.catalogue.groups)} task groups, {self.world.size} rank(s) on {self.world.device}, "
                   f"{self.dtype}; step {learner.step} of {total}")
-        sums, window_start, last = None, time.perf_counter(), {}
+        sums, window_start, last, self._window_tokens = None, time.perf_counter(), {}, 0
         bar = tqdm(total=total, initial=learner.step, disable=not self.world.is_main, desc="train", mininterval=5)
         while learner.step < total:
-            step_sums = train_step(learner, self.slots, self.stream)
+            canvas = self._canvas_for_step(learner.step)
+            step_sums = train_step(learner, self.slots[canvas], self.streams[canvas])
+            self._window_tokens += cfg.optim.global_batch * (cfg.model.prefix_tokens + canvas * canvas)
             sums = step_sums if sums is None else {k: sums[k] + v for k, v in step_sums.items()}
             bar.update(1)
             if learner.step % cfg.log_every == 0 or learner.step == total:
@@ -110,7 +127,7 @@ class Trainer:
                 steps_done = cfg.log_every if learner.step % cfg.log_every == 0 else learner.step % cfg.log_every
                 last = self._record(sums, steps_done, seconds)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", exact=f"{last['exact_accuracy']:.3f}")
-                sums, window_start = None, time.perf_counter()
+                sums, window_start, self._window_tokens = None, time.perf_counter(), 0
             if cfg.eval_every and learner.step % cfg.eval_every == 0 or learner.step == total:
                 last |= self._evaluate_and_plot()
             if learner.step % cfg.checkpoint_every == 0 or learner.step == total:
@@ -118,14 +135,22 @@ class Trainer:
         bar.close()
         return last
 
+    def _canvas_for_step(self, step: int) -> int:
+        """Which canvas's slots this step trains, drawn alike on every rank, in proportion to the
+        training pairs on each canvas."""
+        if len(self.canvases) == 1:
+            return self.canvases[0]
+        rng = np.random.default_rng([self.config.seed, step])
+        return int(rng.choice(self.canvases, p=self.canvas_weights))
+
     def _record(self, sums: dict, steps: int, seconds: float) -> dict[str, float]:
         batch = self.config.optim.global_batch
         record = summarize_metrics(sums, batch * steps)
         record["loss"] = float(sums["loss"]) / (batch * steps)
         record |= {"step": self.learner.step, "lr": self.config.optim.lr * self.learner.warmup_factor(),
                    "sample_steps_per_s": batch * steps / seconds,
-                   "tokens_per_s": batch * steps * self.config.model.seq_len / seconds,
-                   "samples_seen": self.stream.consumed}
+                   "tokens_per_s": self._window_tokens / seconds,
+                   "samples_seen": sum(stream.consumed for stream in self.streams.values())}
         self.log(record)
         return record
 

@@ -7,10 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pretrain.config import ModelConfig
-
-# Canvas sides a task is bucketed to: the smallest that holds its largest grid.
-CANVAS_BUCKETS = (8, 12, 16, 20, 24, 30)
-
+from pretrain.data import canvas_for  # noqa: F401  (re-exported for submission code)
 
 @dataclass
 class FinetuneConfig:
@@ -27,7 +24,7 @@ class FinetuneConfig:
     inference_batch: int = 256
     selector: str = "vote"  # "vote" (TRM's rule) or "poe" (product of experts over views)
     compare_selectors: bool = False  # also rank with every other selector (for measuring them)
-    bucket_canvas: bool = True  # run each task at the smallest canvas of CANVAS_BUCKETS that holds it
+    bucket_canvas: bool = True  # run each task at the smallest canvas of data.CANVAS_BUCKETS that holds it
     max_task_seconds: float = 600.0  # cap on any one task's share of the time
     seed: int = 0
 
@@ -73,10 +70,3 @@ def synthetic() -> FinetuneConfig:
 PRESETS: dict[str, Callable[[], FinetuneConfig]] = {
     "cpu": cpu, "kaggle-4xl4": kaggle_4xl4, "kaggle-placeholder": kaggle_placeholder, "synthetic": synthetic,
 }
-
-
-def canvas_for(max_side: int, bucket: bool, model_canvas: int) -> int:
-    """The canvas side a task runs at."""
-    if not bucket:
-        return model_canvas
-    return next((c for c in CANVAS_BUCKETS if c >= max_side and c <= model_canvas), model_canvas)

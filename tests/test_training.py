@@ -100,3 +100,38 @@ def test_every_architecture_takes_training_steps(tmp_path, arch):
     assert trainer.learner.step == 3
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.learner.model.parameters()))
     assert all(torch.isfinite(v).all() for v in losses(tmp_path).values() for v in [torch.tensor(v)])
+
+
+def bucketed_run(steps, **changes):
+    from arc_data.synthetic import synthetic_tasks
+    from pretrain.data import PuzzleCatalogue
+    config = short_run(steps, **changes)
+    config.model = config.model.replace(pos_encoding="rope2d")
+    config.data = dataclasses.replace(config.data, bucket_canvas=True)
+    small, large = synthetic_tasks(8, 0, max_side=4), synthetic_tasks(8, 1, max_side=10)
+    catalogue = PuzzleCatalogue(small + large[:6], large[6:], 4, 0, canvas=10, bucket_canvas=True)
+    return config, catalogue
+
+
+def test_canvas_bucketing_trains_every_canvas_and_resumes(tmp_path):
+    config, catalogue = bucketed_run(10)
+    straight = Trainer(config, tmp_path / "straight", setup_world("cpu"), catalogue=catalogue)
+    assert straight.canvases == [8, 10]
+    straight.train()
+    assert all(stream.consumed > 0 for stream in straight.streams.values())
+    assert {len(s.inputs[0]) for s in straight.slots.values()} == {64, 100}
+
+    config, catalogue = bucketed_run(10, checkpoint_every=5)
+    Trainer(config, tmp_path / "resumed", setup_world("cpu"), catalogue=catalogue).train(steps=5)
+    resumed = Trainer(config, tmp_path / "resumed", setup_world("cpu"), catalogue=catalogue)
+    assert resumed.resume()
+    resumed.train()
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert [a[s] for s in range(6, 11)] == pytest.approx([b[s] for s in range(6, 11)], rel=1e-6)
+
+
+def test_bucketing_needs_two_dimensional_positions(tmp_path):
+    config, catalogue = bucketed_run(2)
+    config.model = config.model.replace(pos_encoding="rope1d")
+    with pytest.raises(ValueError, match="rope2d"):
+        Trainer(config, tmp_path, setup_world("cpu"), catalogue=catalogue)

@@ -14,6 +14,7 @@ output path are found automatically.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                                   "kaggle-4xl4 / kaggle-placeholder on Kaggle)")
     parser.add_argument("--time-limit", type=float, help="seconds for the whole run (default: 840, or "
                                                          f"{KAGGLE_TIME_LIMIT} on Kaggle)")
+    parser.add_argument("--shard-tasks", type=int, default=1,
+                        help="fine-tune one network jointly on N tasks at a time (default 1: per task)")
     parser.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one per CPU core)")
     parser.add_argument("--out", type=Path, help="where to write (default submission.json)")
     parser.add_argument("--limit", type=int, help="only the first N tasks (quick checks)")
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ArcDataError, SubmissionError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
-    config = PRESETS[args.preset]()
+    config = dataclasses.replace(PRESETS[args.preset](), shard_tasks=max(1, args.shard_tasks))
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()

@@ -18,7 +18,7 @@ import torch
 from arc_data.sources import BUNDLED, load_bundled, load_source
 from pretrain.distributed import default_dtype, pick_device
 from submission.config import PRESETS, fresh_model_config
-from submission.finetune import Network, solve_task
+from submission.finetune import Network, solve_shard
 from submission.voting import grid_key
 
 L4_TFLOPS = 121.0
@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", choices=sorted(BUNDLED), default="arc-agi-2")
     parser.add_argument("--source", help="any task source instead (e.g. synthetic:6/11/colour_map+tile)")
     parser.add_argument("--steps", type=int, help="fine-tuning steps (default: the preset's)")
+    parser.add_argument("--shard-tasks", type=int, default=1,
+                        help="fine-tune one network jointly on N tasks (same steps per task in total)")
     parser.add_argument("--compare-selectors", action="store_true",
                         help="rank the same predictions with every selector and report pass@1/2 for each")
     parser.add_argument("--tasks", type=int, default=5)
@@ -75,12 +77,16 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     rows = []
     tasks = load_source(args.source) if args.source else load_bundled(args.dataset, "eval")
-    for task in tasks[:args.tasks]:
-        outcome = solve_task(task, network, config, device, seconds=float("inf"), dtype=dtype)
-        rows.append(outcome)
-        print(f"{task.id}: canvas {outcome.canvas}, {outcome.finetune_steps} steps in {outcome.finetune_seconds:.1f} s, "
-              f"{outcome.views} views in {outcome.inference_seconds:.1f} s")
-    finetune = float(np.mean([o.finetune_seconds for o in rows]))
+    chosen = tasks[:args.tasks]
+    for first in range(0, len(chosen), args.shard_tasks):
+        shard = chosen[first:first + args.shard_tasks]
+        for task, outcome in zip(shard, solve_shard(shard, network, config, device, float("inf"), dtype)):
+            rows.append(outcome)
+            print(f"{task.id}: canvas {outcome.canvas}, {outcome.finetune_steps} steps in "
+                  f"{outcome.finetune_seconds:.1f} s (shard of {len(shard)}), {outcome.views} views in "
+                  f"{outcome.inference_seconds:.1f} s")
+    # A shard's fine-tuning is shared by its tasks: count it once per shard.
+    finetune = float(np.sum([o.finetune_seconds for o in rows[::args.shard_tasks]])) / len(rows)
     inference = float(np.mean([o.inference_seconds for o in rows]))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"\n{name}, {dtype}, preset {args.preset}: per task {finetune:.1f} s fine-tuning "
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     if args.compare_selectors:
-        print(selector_table(tasks[:args.tasks], rows))
+        print(selector_table(chosen, rows))
     scale = l4_scale(device)
     if scale:
         hours = (finetune + inference) * scale * KAGGLE_TASKS / KAGGLE_GPUS / 3600

@@ -26,6 +26,7 @@ class FinetuneConfig:
     compare_selectors: bool = False  # also rank with every other selector (for measuring them)
     bucket_canvas: bool = True  # run each task at the smallest canvas of data.CANVAS_BUCKETS that holds it
     max_task_seconds: float = 600.0  # cap on any one task's share of the time
+    shard_tasks: int = 1  # 1: per-task fine-tuning; N > 1: one network fine-tuned jointly on N tasks
     seed: int = 0
 
     def to_dict(self) -> dict:

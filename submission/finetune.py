@@ -1,6 +1,7 @@
 """Solve one task: fine-tune a copy of the network on its demonstrations, then predict and vote.
 
     outcome = solve_task(task, network, config, device, seconds)
+    outcomes = solve_shard(tasks, network, config, device, seconds)   # joint fine-tuning of several
 
 The task gets new puzzle rows (one per augmented version, started at the network's mean row), a
 few steps that train only those rows, then full fine-tuning with the same ``train_step`` as
@@ -75,25 +76,31 @@ def task_canvas(task: Task, network: Network, config: FinetuneConfig) -> int:
 
 def solve_task(task: Task, network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
                dtype: torch.dtype = torch.float32) -> TaskOutcome:
-    """Fine-tune and predict within ``seconds``; on running out of GPU memory retry with half the batch."""
+    """Fine-tune a copy of the network on one task and predict it, within ``seconds``."""
+    return solve_shard([task], network, config, device, seconds, dtype)[0]
+
+
+def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
+                dtype: torch.dtype = torch.float32) -> list[TaskOutcome]:
+    """Fine-tune ONE copy of the network on several tasks together (``config.steps`` per task), then
+    predict each; on running out of GPU memory retry with half the batch, then give up on the shard."""
     batch, inference_batch = config.batch, config.inference_batch
     for _ in range(3):
         try:
-            return _solve(task, network, config, device, seconds, dtype, batch, inference_batch)
+            return _solve(tasks, network, config, device, seconds, dtype, batch, inference_batch)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             batch, inference_batch = max(1, batch // 2), max(1, inference_batch // 2)
-    return TaskOutcome(task.id, [[] for _ in task.test_inputs], note="out of GPU memory")
+    return [TaskOutcome(t.id, [[] for _ in t.test_inputs], note="out of GPU memory") for t in tasks]
 
 
-def _solve(task: Task, network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
-           dtype: torch.dtype, batch: int, inference_batch: int) -> TaskOutcome:
+def _solve(tasks: list[Task], network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
+           dtype: torch.dtype, batch: int, inference_batch: int) -> list[TaskOutcome]:
     start = time.perf_counter()
     deadline = start + seconds
-    canvas = task_canvas(task, network, config)
-    hidden = task.without_solutions()
-    catalogue = PuzzleCatalogue([], [hidden], config.num_aug, config.seed)
-    group = catalogue.groups[0]
+    canvas = max(task_canvas(t, network, config) for t in tasks)
+    hidden = [t.without_solutions() for t in tasks]
+    catalogue = PuzzleCatalogue([], hidden, config.num_aug, config.seed)
 
     world = World(rank=0, size=1, local_rank=0, device=device)
     model = build_model(network.config, dtype=dtype)
@@ -109,7 +116,7 @@ def _solve(task: Task, network: Network, config: FinetuneConfig, device: torch.d
 
     finetune_deadline = start + seconds * (1 - INFERENCE_SHARE)
     steps = 0
-    while steps < config.steps:
+    while steps < config.steps * len(tasks):
         step_start = time.perf_counter()
         if steps == config.embedding_steps:
             learner.optim.train_network = True
@@ -119,8 +126,20 @@ def _solve(task: Task, network: Network, config: FinetuneConfig, device: torch.d
             break
     finetune_seconds = time.perf_counter() - start
 
+    outcomes = []
+    for k, (task, group) in enumerate(zip(tasks, catalogue.groups)):
+        # Each task still to predict gets an equal share of the time left.
+        task_deadline = time.perf_counter() + (deadline - time.perf_counter()) / (len(tasks) - k)
+        outcome = _predict_task(task, group, learner, config, canvas, inference_batch, device, task_deadline)
+        outcome.finetune_steps, outcome.finetune_seconds = steps, finetune_seconds
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,
+                  device: torch.device, deadline: float) -> TaskOutcome:
     infer_start = time.perf_counter()
-    views = task_views(hidden, group.table, group.first_id, min(config.views, len(group.table)), canvas)
+    views = task_views(group.task, group.table, group.first_id, min(config.views, len(group.table)), canvas)
     log_probs, q_halt = _predict_until(learner, views, inference_batch, device, deadline)
     done = len(q_halt)
     views.inputs, views.puzzle_ids = views.inputs[:done], views.puzzle_ids[:done]
@@ -132,9 +151,8 @@ def _solve(task: Task, network: Network, config: FinetuneConfig, device: torch.d
     ranked_by = {name: [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]]
                         for r in rank_candidates(predictions, len(task.test_inputs), name)] for name in others}
     return TaskOutcome(
-        task.id, [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]] for r in ranked], finetune_steps=steps,
-        views=len({v for v in views.version}), finetune_seconds=finetune_seconds,
-        inference_seconds=time.perf_counter() - infer_start, canvas=canvas,
+        task.id, [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]] for r in ranked],
+        views=len(set(views.version)), inference_seconds=time.perf_counter() - infer_start, canvas=canvas,
         confidences=[[c.mean_confidence or 0.0 for c in r[:KEEP_CANDIDATES]] for r in ranked], ranked_by=ranked_by)
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from arc_data.tasks import Task
 from submission.config import FinetuneConfig
-from submission.finetune import Network, TaskOutcome, solve_task
+from submission.finetune import Network, TaskOutcome, solve_shard
 from submission.writer import prefill, set_attempts, write_submission
 
 # Seconds kept back from the deadline for stopping workers and the last write.
@@ -66,12 +66,13 @@ def _worker(device: str, network: Network, config: FinetuneConfig, jobs, results
         job = jobs.get()
         if job is None:
             return
-        task, seconds = job
+        tasks, seconds = job
         try:
-            outcome = solve_task(task, network, config, torch.device(device), seconds, dtype)
-        except Exception as error:  # a failure stays inside its task; the run goes on
-            outcome = TaskOutcome(task.id, [[] for _ in task.test_inputs], note=f"failed: {type(error).__name__}: {error}")
-        results.put(outcome)
+            outcomes = solve_shard(tasks, network, config, torch.device(device), seconds, dtype)
+        except Exception as error:  # a failure stays inside its shard; the run goes on
+            note = f"failed: {type(error).__name__}: {error}"
+            outcomes = [TaskOutcome(t.id, [[] for _ in t.test_inputs], note=note) for t in tasks]
+        results.put(outcomes)
 
 
 def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, out: Path, time_limit: float,
@@ -93,26 +94,28 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
         process.start()
 
     pending = sorted(hidden, key=task_size)
-    in_flight = 0
+    in_flight, busy = 0, 0  # tasks being solved, workers busy with a shard
     bar = tqdm(total=len(hidden), desc="tasks", disable=quiet, mininterval=10)
     try:
         while pending or in_flight:
             now = time.monotonic()
             if now >= deadline:
                 break
-            while pending and in_flight < len(processes):
+            while pending and busy < len(processes):
                 share = (deadline - now) * len(processes) / (len(pending) + in_flight)
-                jobs.put((pending.pop(0), min(share, config.max_task_seconds)))
-                in_flight += 1
+                shard, pending = pending[:config.shard_tasks], pending[config.shard_tasks:]
+                jobs.put((shard, min(share, config.max_task_seconds) * len(shard)))
+                in_flight, busy = in_flight + len(shard), busy + 1
             try:
-                outcome = results.get(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+                outcomes = results.get(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
             except queue.Empty:
                 continue
-            in_flight -= 1
-            summary.outcomes[outcome.task_id] = outcome
-            _record(submission, outcome)
+            in_flight, busy = in_flight - len(outcomes), busy - 1
+            for outcome in outcomes:
+                summary.outcomes[outcome.task_id] = outcome
+                _record(submission, outcome)
             write_submission(out, submission, hidden)
-            bar.update(1)
+            bar.update(len(outcomes))
             bar.set_postfix(projected=f"{(time.monotonic() - start) * len(hidden) / len(summary.outcomes):.0f}s")
     finally:
         bar.close()

@@ -103,9 +103,10 @@ def candidate_report(tasks: list[Task], summary: RunSummary) -> str:
     per_task = {k: [] for k in ks}
     for task in tasks:
         outcome = summary.outcomes.get(task.id)
+        ranked_keys = [[grid_key(np.array(g, np.uint8)) for g in ranked] for ranked in outcome.ranked] if outcome else None
         for k in ks:
-            hits = [outcome is not None and grid_key(truth) in {grid_key(np.array(g, np.uint8)) for g in ranked[:k]}
-                    for truth, ranked in zip(task.test_outputs, outcome.ranked if outcome else [[]] * 99)]
+            hits = [ranked_keys is not None and grid_key(truth) in ranked_keys[i][:k]
+                    for i, truth in enumerate(task.test_outputs)]
             per_task[k].append(float(np.mean(hits)))
     return "  ".join(f"pass@{k} {100 * np.mean(v):.2f}%" for k, v in per_task.items()) + "  (candidates, per task)"
 

@@ -113,3 +113,15 @@ def test_joint_fine_tuning_of_shards_predicts_every_task(tmp_path):
     assert process.returncode == 0, stderr
     assert "4 tasks predicted, 0 left with fallback attempts" in stdout
     assert_valid(out, challenges)
+
+
+def test_candidate_report_counts_the_rank_of_the_truth():
+    from make_submission import candidate_report
+    from submission.finetune import TaskOutcome
+    from submission.runner import RunSummary
+    task = synthetic_tasks(1, seed=2, families=("tile",))[0]
+    wrong = [[0]]
+    summary = RunSummary(outcomes={task.id: TaskOutcome(task.id, [[wrong, task.test_outputs[0].tolist(), [[1]]]])})
+    report = candidate_report([task], summary)
+    assert "pass@1 0.00%" in report and "pass@2 100.00%" in report and "pass@3 100.00%" in report
+    assert "pass@1 0.00%" in candidate_report([task], RunSummary())

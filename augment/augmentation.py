@@ -38,11 +38,6 @@ def dihedral(grid: np.ndarray, which: int) -> np.ndarray:
     raise ValueError(f"unknown dihedral transform {which}; expected 0..7")
 
 
-def transposes(which: int) -> bool:
-    """Whether dihedral ``which`` swaps rows and columns (so a h x w grid becomes w x h)."""
-    return which in (1, 3, 6, 7)
-
-
 @dataclass(frozen=True)
 class Augmentation:
     """Dihedral transform ``dihedral`` (0..7) after colour map ``colours`` (colour c -> colours[c], 0 -> 0)."""

@@ -52,17 +52,11 @@ def transformed_shapes(pool: GridPool, grid_index: np.ndarray, dihedrals: np.nda
     return np.where(swap, w, h), np.where(swap, h, w)
 
 
-def random_offsets(rng: np.random.Generator, heights: np.ndarray, widths: np.ndarray, canvas: int) -> np.ndarray:
-    """A uniformly random top-left offset per grid that keeps a ``heights x widths`` grid inside the canvas.
-
-    For an input/output pair pass the larger of the two heights and widths: both share the offset.
-    """
-    return offsets_from_uniform(rng.random((len(heights), 2)), heights, widths, canvas)
-
-
 def offsets_from_uniform(uniform: np.ndarray, heights: np.ndarray, widths: np.ndarray, canvas: int) -> np.ndarray:
-    """Offsets from uniform draws in [0, 1) of shape (N, 2): a sample's draws can be made before its
-    grid's transformed size is known, so a stream stays the same however it is cut into batches."""
+    """A uniformly random top-left offset per grid that keeps a ``heights x widths`` grid inside the
+    canvas, from draws in [0, 1) of shape (N, 2). For an input/output pair pass the larger of the two
+    sizes: both share the offset. The draws can be made before a grid's transformed size is known,
+    so a stream stays the same however it is cut into batches."""
     if np.any(heights > canvas) or np.any(widths > canvas):
         raise ValueError(f"a grid is larger than the {canvas}-canvas")
     top = np.floor(uniform[:, 0] * (canvas - heights + 1))

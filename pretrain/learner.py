@@ -23,7 +23,7 @@ from pretrain.config import ModelConfig
 from pretrain.data import SampleBatch
 from pretrain.distributed import World
 from pretrain.losses import act_loss, q_continue_target
-from pretrain.model import Carry, RecursiveModel, build_model, halt_decision
+from pretrain.model import RecursiveModel, build_model, halt_decision
 from pretrain.puzzle_embedding import PuzzleEmbedding
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pretrain.config import ModelConfig
-from pretrain.data import canvas_for  # noqa: F401  (re-exported for submission code)
 
 @dataclass
 class FinetuneConfig:

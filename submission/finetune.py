@@ -20,12 +20,12 @@ import torch
 
 from arc_data.tasks import Task
 from pretrain.config import ModelConfig
-from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream
+from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream, canvas_for
 from pretrain.distributed import World
 from pretrain.evaluation import predict, task_views, view_predictions
 from pretrain.learner import Learner, OptimConfig, Slots, train_step
 from pretrain.model import build_model
-from submission.config import FinetuneConfig, canvas_for
+from submission.config import FinetuneConfig
 from submission.voting import SELECTORS, rank_candidates
 
 # Share of a task's time kept for inference when fine-tuning would use it all.
@@ -64,7 +64,6 @@ class TaskOutcome:
     inference_seconds: float = 0.0
     canvas: int = 0
     note: str = "ok"
-    confidences: list[list[float]] = field(default_factory=list)
     ranked_by: dict[str, list[list[list[list[int]]]]] = field(default_factory=dict)  # compare_selectors only
 
 
@@ -146,14 +145,16 @@ def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, c
     views.test_index, views.version = views.test_index[:done], views.version[:done]
     predictions = view_predictions(views, group.table, log_probs, q_halt, canvas,
                                    keep_log_probs=config.selector != "vote" or config.compare_selectors)
-    ranked = rank_candidates(predictions, len(task.test_inputs), config.selector)
+    ranked = _as_lists(rank_candidates(predictions, len(task.test_inputs), config.selector))
     others = SELECTORS if config.compare_selectors else {}
-    ranked_by = {name: [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]]
-                        for r in rank_candidates(predictions, len(task.test_inputs), name)] for name in others}
-    return TaskOutcome(
-        task.id, [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]] for r in ranked],
-        views=len(set(views.version)), inference_seconds=time.perf_counter() - infer_start, canvas=canvas,
-        confidences=[[c.mean_confidence or 0.0 for c in r[:KEEP_CANDIDATES]] for r in ranked], ranked_by=ranked_by)
+    ranked_by = {name: _as_lists(rank_candidates(predictions, len(task.test_inputs), name)) for name in others}
+    return TaskOutcome(task.id, ranked, views=len(set(views.version)),
+                       inference_seconds=time.perf_counter() - infer_start, canvas=canvas, ranked_by=ranked_by)
+
+
+def _as_lists(ranked: list) -> list[list[list[list[int]]]]:
+    """Candidates as plain lists (they cross process boundaries), the best ``KEEP_CANDIDATES`` of each."""
+    return [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]] for r in ranked]
 
 
 def _predict_until(learner: Learner, views, batch: int, device: torch.device,

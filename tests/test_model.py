@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.config import MODEL_PRESETS, ModelConfig, swiglu_inner, tiny
-from pretrain.model import (HRM, TRM, TRUNC_STD, Carry, apply_rope, build_model, build_rope, count_parameters,
+from pretrain.model import (HRM, TRM, TRUNC_STD, apply_rope, build_model, build_rope, count_parameters,
                             halt_decision, trunc_normal_)
 
 # ---------------------------------------------------------------------------------------------

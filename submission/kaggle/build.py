@@ -42,7 +42,7 @@ def build(config: BuildConfig) -> Layout:
             shutil.rmtree(folder)  # a stale file from an earlier build must not ship
         folder.mkdir(parents=True)
     write_code(layout.code, config)
-    write_weights(layout.weights, config)
+    weights_from_checkpoint(layout.weights, config)
     write_wheels(layout.wheels, config)
     notebook.write_notebook(layout.notebook, config.user, config.competition)
     return layout
@@ -91,7 +91,7 @@ def build_project_wheel(code: Path) -> None:
                      "--wheel-dir", str(code), str(staged)], "building the project's wheel")
 
 
-def write_weights(folder: Path, config: BuildConfig) -> None:
+def weights_from_checkpoint(folder: Path, config: BuildConfig) -> None:
     """The one place where the checkpoint becomes the weights folder: today an exported network's
     files are copied as they are. (An official checkpoint file would be converted here, with
     pretrain.import_official, into the same two files.)"""

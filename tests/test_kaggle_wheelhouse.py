@@ -1,8 +1,8 @@
 """The wheelhouse covers every Python of Kaggle's image: built offline from a local folder of small
 wheels (no test downloads anything), its wheels' tags checked for 3.11, 3.12 and 3.13."""
 
-import hashlib
 import base64
+import hashlib
 from pathlib import Path
 from zipfile import ZipFile
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,13 +27,16 @@ from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task
 from submission import kaggle_env
 from submission.config import PRESETS, fresh_model_config
-from submission.finetune import Network
+from pretrain.export import CONFIG, ExportError, read_model_config
+from submission.finetune import Network, TaskOutcome
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
 from submission.voting import grid_key
-from submission.writer import SubmissionError, read_submission
+from submission.writer import SubmissionError, prefill, prepare_output, read_submission, write_submission
 
 BAD_INPUT = 2
+ALL_TASKS_FAILED = 1  # the run itself failed; the file still holds valid fallback attempts
+FAILED_NOTES_SHOWN = 20
 # On Kaggle: 12 hours for the whole notebook, minus installs, loading and a safety margin.
 KAGGLE_TIME_LIMIT = 12 * 3600 - 45 * 60
 
@@ -111,25 +115,82 @@ def candidate_report(tasks: list[Task], summary: RunSummary) -> str:
     return "  ".join(f"pass@{k} {100 * np.mean(v):.2f}%" for k, v in per_task.items()) + "  (candidates, per task)"
 
 
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """A number that would run nothing, or forever: one line, before any work."""
+    if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
+        return f"--time-limit must be a positive number of seconds, got {args.time_limit:g}"
+    for flag, value in (("--workers", args.workers), ("--limit", args.limit), ("--shard-tasks", args.shard_tasks)):
+        if value is not None and value < 1:
+            return f"{flag} must be at least 1, got {value}"
+    return None
+
+
+def check_exported_config(checkpoint: Path | None) -> None:
+    """An exported network's model.json, checked before the pre-fill replaces --out: a bad file is
+    bad input, reported in one line. The weights are loaded (and checked) after the pre-fill."""
+    if checkpoint is None:
+        return
+    if not checkpoint.exists():
+        raise ArcDataError("no such checkpoint file or folder", source=str(checkpoint))
+    if (checkpoint / CONFIG).is_file():
+        read_model_config(checkpoint / CONFIG)
+
+
+def write_fallback(out: Path, tasks: list[Task]) -> None:
+    """A complete, valid file before anything that can fail (loading the network, the run)."""
+    hidden = [task.without_solutions() for task in tasks]
+    write_submission(out, prefill(hidden), hidden)
+
+
+def task_failed(outcome: TaskOutcome) -> bool:
+    """Whether a task raised (or ran out of memory) instead of predicting. The one place that decides
+    it: read ``outcome.failed`` here once TaskOutcome carries it."""
+    return outcome.note.startswith("failed") or "out of GPU memory" in outcome.note
+
+
+def report_outcomes(tasks: list[Task], summary: RunSummary, out: Path, seconds: float) -> int:
+    """Print what the run did, failed tasks apart with their notes; the exit status."""
+    failed = [outcome for outcome in summary.outcomes.values() if task_failed(outcome)]
+    predicted = len(summary.outcomes) - len(failed)
+    print(f"wrote {out} in {seconds:.0f} s: {predicted} tasks predicted, {len(summary.unfinished)} left with "
+          f"fallback attempts, {len(failed)} failed")
+    for outcome in failed[:FAILED_NOTES_SHOWN]:
+        note = " ".join(outcome.note.split())  # one line, whatever the exception's message held
+        print(f"  task {outcome.task_id}: {note}")
+    if len(failed) > FAILED_NOTES_SHOWN:
+        print(f"  ... and {len(failed) - FAILED_NOTES_SHOWN} more failed tasks")
+    if tasks and len(failed) == len(tasks):
+        print(f"error: every task failed; {out} holds the fallback attempts only", file=sys.stderr)
+        return ALL_TASKS_FAILED
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    problem = argument_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return BAD_INPUT
     try:
-        args = resolve(parse_args(argv))
+        args = resolve(args)
+        prepare_output(args.out)  # refuses a device, FIFO or directory; creates a missing folder
         tasks = load_tasks(args)
+        check_exported_config(args.checkpoint)
+        write_fallback(args.out, tasks)
         network = load_network(args.checkpoint)
-    except (ArcDataError, SubmissionError, OSError) as error:
+    except (ArcDataError, SubmissionError, ExportError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
-    config = dataclasses.replace(PRESETS[args.preset](), shard_tasks=max(1, args.shard_tasks))
+    config = dataclasses.replace(PRESETS[args.preset](), shard_tasks=args.shard_tasks)
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()
     summary = run_submission(tasks, network, config, args.out, args.time_limit, args.workers, args.quiet)
-    print(f"wrote {args.out} in {time.monotonic() - started:.0f} s: {len(summary.outcomes)} tasks predicted, "
-          f"{len(summary.unfinished)} left with fallback attempts")
+    status = report_outcomes(tasks, summary, args.out, time.monotonic() - started)
     if all(t.has_solutions for t in tasks):
         print(format_score(score_submission(read_submission(args.out), tasks)))
         print(candidate_report(tasks, summary))
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ plain dict). No optimizer, no puzzle table: a few tens of MB at the paper size, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from pretrain.model import RecursiveModel, build_model
 
 WEIGHTS, CONFIG = "model.safetensors", "model.json"
 PUZZLE_MEAN = "puzzle_mean"
+
+
+class ExportError(ValueError):
+    """An exported network that cannot be loaded; the message is one line naming the file."""
 
 
 def export_network(model: RecursiveModel, puzzle_mean: torch.Tensor, out_dir: Path) -> None:
@@ -45,15 +50,65 @@ def export_run(run_dir: Path, out_dir: Path) -> None:
 
 def load_exported(path: Path, device: torch.device | str = "cpu",
                   dtype: torch.dtype | None = None) -> tuple[RecursiveModel, torch.Tensor]:
-    """The exported network on ``device`` and its mean puzzle row."""
+    """The exported network on ``device`` and its mean puzzle row. Raises ``ExportError`` (one line)
+    when ``model.json`` or ``model.safetensors`` is missing, malformed or does not match the other."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    config = ModelConfig.from_dict(orjson.loads((folder / CONFIG).read_bytes()))
-    tensors = load_file(str(folder / WEIGHTS))
+    config = read_model_config(folder / CONFIG)
+    weights = folder / WEIGHTS
+    try:
+        tensors = load_file(str(weights))
+    except FileNotFoundError:
+        raise ExportError(f"{weights}: no such file") from None
+    except Exception as error:  # safetensors raises its own error type for a truncated or foreign file
+        raise ExportError(f"{weights}: cannot be read as safetensors ({_first_line(error)})") from None
+    if PUZZLE_MEAN not in tensors:
+        raise ExportError(f"{weights}: no '{PUZZLE_MEAN}' tensor; export it with python -m pretrain.export")
     puzzle_mean = tensors.pop(PUZZLE_MEAN)
     model = build_model(config, dtype=dtype)
-    model.load_state_dict(tensors)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise ExportError(f"{weights}: does not match {CONFIG} ({_first_line(error)})") from None
     return model.to(device), puzzle_mean.to(device)
+
+
+# The JSON types each ModelConfig field accepts, by its annotation; a field with another annotation
+# is left to ModelConfig's own checks.
+_JSON_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "int | None": (int, type(None))}
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    """``model.json`` as a ``ModelConfig``, each field's presence and JSON type checked first so that a
+    hand-edited or truncated file gets one line naming the field instead of a ``TypeError``."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise ExportError(f"{path}: no such file; is this an exported network (python -m pretrain.export)?") from None
+    except orjson.JSONDecodeError as error:
+        raise ExportError(f"{path}: is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{path}: is not a JSON object of model config fields")
+    for field in dataclasses.fields(ModelConfig):
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if field.name not in data:
+            if required:
+                raise ExportError(f"{path}: field '{field.name}' is missing")
+            continue
+        allowed = _JSON_TYPES.get(str(field.type))
+        value = data[field.name]
+        wrong_bool = isinstance(value, bool) and bool not in (allowed or ())
+        if allowed is not None and (wrong_bool or not isinstance(value, allowed)):
+            raise ExportError(f"{path}: field '{field.name}' is {value!r}, not {str(field.type)}")
+    try:
+        return ModelConfig.from_dict(data)
+    except (ValueError, TypeError) as error:
+        raise ExportError(f"{path}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,15 +49,22 @@ def is_competition_rerun(environ: Mapping[str, str] | None = None) -> bool:
     return env.get(RERUN_ENV, "").strip().lower() not in ("", "0", "false")
 
 
+# Where a competition's data mounts under the input root, most likely first: <input>/<slug>/ (2025
+# and earlier) and <input>/competitions/<slug>/ (ARC Prize 2026). The notebook's first cell, which
+# runs before the project is installed, is formatted from this same tuple.
+COMPETITION_GLOBS = ("*/" + TEST_CHALLENGES, "competitions/*/" + TEST_CHALLENGES)
+
+
 def find_test_challenges(input_root: Path) -> Path | None:
-    """The competition's test challenges under ``input_root``: the shallowest match, so a copy
-    inside some attached dataset never wins over the competition's own folder. None when absent."""
+    """The competition's test challenges under ``input_root``: one of the competition layouts first,
+    so a copy inside some attached dataset never wins over the competition's own folder; else the
+    shallowest match at any depth. None when absent."""
     root = Path(input_root)
     if not root.is_dir():
         return None
-    direct = sorted(root.glob(f"*/{TEST_CHALLENGES}"))
-    if direct:
-        return direct[0]
-    # Kaggle has mounted inputs one level deeper in some layouts (e.g. competitions/<slug>/).
+    for pattern in COMPETITION_GLOBS:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
     deeper = sorted(root.rglob(TEST_CHALLENGES), key=lambda path: (len(path.parts), str(path)))
     return deeper[0] if deeper else None

@@ -9,6 +9,7 @@ overwritten slot by slot, and checked before every write.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -137,27 +138,64 @@ def _json_type(value: object) -> str:
 
 
 def write_submission(path: Path | str, submission: Submission, tasks: Sequence[Task]) -> None:
-    """Validate, then replace ``path`` atomically.
+    """Validate, then replace the file at ``path`` atomically.
 
     The bytes go to a temporary file in the same directory (so ``os.replace`` is a rename on one
-    file system), are flushed and fsynced, then renamed over ``path``: a reader, or a notebook
-    killed at its deadline, sees the old file or the new one, never half of one.
+    file system), are flushed and fsynced, then renamed over the file: a reader, or a notebook
+    killed at its deadline, sees the old file or the new one, never half of one. A symlink is
+    followed (its target is replaced and the link stays a link); anything else that is not a
+    regular file is refused (see ``output_target``).
     """
     validate_submission(submission, tasks)
-    path = Path(path)
+    target = output_target(path)
     data = orjson.dumps(submission)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as temp:
             temp.write(data)
             temp.flush()
             os.fsync(temp.fileno())
-        os.replace(temp_name, path)
+        os.replace(temp_name, target)
     except BaseException:
         # Leave no stray temporary file behind; the original error still propagates.
         Path(temp_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    _fsync_directory(target.parent)
+
+
+def output_target(path: Path | str) -> Path:
+    """The file that a submission written to ``path`` replaces: the final target of a symlink, else
+    ``path`` itself (which may not exist yet).
+
+    Raises ``SubmissionError`` (one line) when that is a directory, a device such as ``/dev/stdout``,
+    a FIFO or a socket: the atomic rename would put a regular file in its place, and writing through
+    it would not help either, since the file is rewritten after every task.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(mode):
+        via = f" (the target of a symlink, {target})" if target != path else ""
+        raise SubmissionError(f"is {_file_kind(mode)}{via}, not a regular file; give a file path for the "
+                              "submission", source=str(path))
+    return target
+
+
+def prepare_output(path: Path | str) -> Path:
+    """Check ``path`` as a place for the submission and create its folder when missing; returns the
+    file that will be written (see ``output_target``)."""
+    target = output_target(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def _fsync_directory(folder: Path) -> None:

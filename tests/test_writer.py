@@ -204,3 +204,55 @@ def test_read_submission_errors_name_the_file(tmp_path):
         read_submission(path)
     with pytest.raises(SubmissionError, match="cannot be read"):
         read_submission(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------------------------ odd output paths
+
+def test_a_symlink_is_followed_and_stays_a_link(tmp_path):
+    target, before = old_file(tmp_path)
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_submission(link, better_submission(), TASKS)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert read_submission(target) == better_submission() and target.read_bytes() != before
+    assert sorted(os.listdir(tmp_path)) == ["link.json", "submission.json"]
+
+
+def test_a_chain_of_symlinks_and_a_dangling_one_reach_their_final_target(tmp_path):
+    final = tmp_path / "real" / "final.json"
+    final.parent.mkdir()
+    (tmp_path / "b.json").symlink_to(final)  # dangling until the first write
+    (tmp_path / "a.json").symlink_to(tmp_path / "b.json")
+    assert writer.output_target(tmp_path / "a.json") == final
+    write_submission(tmp_path / "a.json", prefill(TASKS), TASKS)
+    assert (tmp_path / "a.json").is_symlink() and (tmp_path / "b.json").is_symlink()
+    assert read_submission(final) == prefill(TASKS)
+
+
+@pytest.mark.parametrize("make, kind", [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory")])
+def test_a_non_regular_file_is_never_replaced(tmp_path, make, kind):
+    special = tmp_path / "special"
+    make(special)
+    mode = os.stat(special).st_mode
+    link = tmp_path / "link.json"
+    link.symlink_to(special)
+    for path in (special, link):
+        with pytest.raises(SubmissionError, match=f"is {kind}.*not a regular file") as caught:
+            write_submission(path, prefill(TASKS), TASKS)
+        assert "\n" not in str(caught.value)
+    assert os.stat(special).st_mode == mode and link.is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["link.json", "special"]  # no temporary file either
+
+
+def test_device_nodes_are_refused_by_looking_only():
+    # output_target only calls os.stat: nothing here can write to or replace the device.
+    for device in ("/dev/null", "/dev/full"):
+        if os.path.exists(device):
+            with pytest.raises(SubmissionError, match="a character device"):
+                writer.output_target(device)
+
+
+def test_prepare_output_creates_the_missing_folder(tmp_path):
+    out = tmp_path / "new" / "deeper" / "submission.json"
+    assert writer.prepare_output(out) == out
+    assert out.parent.is_dir() and not out.exists()

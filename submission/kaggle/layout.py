@@ -1,0 +1,105 @@
+"""What a build is made of and what the other modules agree on: the folders, the slugs, the markers.
+
+A build is four folders, each ready for the ``kaggle`` CLI: ``code/`` (the project source and its
+wheel), ``weights/`` (the exported network), ``wheels/`` (the packages Kaggle's image lacks, for
+every Python it may run) and ``notebook/`` (the notebook and its ``kernel-metadata.json``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+CODE_SLUG, WEIGHTS_SLUG, WHEELS_SLUG = "arc-trm-code", "arc-trm-weights", "arc-trm-wheels"
+KERNEL_SLUG = "arc-trm-submission"
+NOTEBOOK_FILE = "submission.ipynb"
+KERNEL_METADATA = "kernel-metadata.json"
+DATASET_METADATA = "dataset-metadata.json"
+WEIGHT_FILES = ("model.safetensors", "model.json")  # what pretrain.export writes
+WHEELHOUSE_MARKER = "arc-trm-wheelhouse.json"  # lets the notebook find the wheels however Kaggle mounts them
+CODE_WHEEL_GLOB = "arc_trm-*.whl"
+USER_PLACEHOLDER = "YOUR-KAGGLE-USERNAME"
+
+
+@dataclass(frozen=True)
+class Competition:
+    slug: str
+    mount: str  # where Kaggle mounts its data, under the input root (kaggle_env.COMPETITION_GLOBS finds both)
+
+
+# The competitions this package knows. Both run on 4x L4 for 12 hours with 240 hidden tasks.
+COMPETITIONS: Mapping[str, Competition] = {
+    "arc-prize-2025": Competition("arc-prize-2025", "arc-prize-2025"),
+    "arc-prize-2026-arc-agi-2": Competition("arc-prize-2026-arc-agi-2", "competitions/arc-prize-2026-arc-agi-2"),
+}
+DEFAULT_COMPETITION = "arc-prize-2026-arc-agi-2"
+
+# machine_shape of the 4x L4 machine. Source: Kaggle's own CLI docs (github.com/Kaggle/kaggle-cli,
+# docs/kernels.md "Accelerators available", and docs/kernels_metadata.md) list "NvidiaL4" and
+# "NvidiaL4X1" and no "NvidiaL4X4". X1 is the single card, so the bare name is the multi-card machine,
+# as the bare "NvidiaTeslaT4" is "GPU T4 x2". The notebook prints the GPUs it got, so a run shows it.
+MACHINE_SHAPE = "NvidiaL4"
+
+# Every notebook cell that fails prints this (and the step and the error) instead of raising: an
+# exception would end the notebook and make the whole entry a scoring error, while the fallback file
+# written by the first cell still scores. The rehearsal and push search the log for it.
+FAILED_MARK = "ARC_NOTEBOOK_FAILED"
+# The last cell prints this when the file on disk is valid for every task of the challenges file.
+VALID_MARK = "ARC_SUBMISSION_VALID"
+# The notebook's whole budget in seconds, set only by the rehearsal (--time-limit): the run cell gives
+# make_submission what is left of it. On Kaggle it is unset and make_submission's own default holds.
+NOTEBOOK_SECONDS_ENV = "ARC_NOTEBOOK_SECONDS"
+
+BAD_INPUT = 2
+
+
+class PackagingError(RuntimeError):
+    """A build, rehearsal or push cannot go on; the message is one line."""
+
+
+class CheckFailed(PackagingError):
+    """The notebook ran but failed a check (a failure mark, a kill, an invalid or mostly fallback file)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The four folders of a build."""
+    root: Path
+
+    @property
+    def code(self) -> Path:
+        return self.root / "code"
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "weights"
+
+    @property
+    def wheels(self) -> Path:
+        return self.root / "wheels"
+
+    @property
+    def notebook(self) -> Path:
+        return self.root / "notebook"
+
+    def datasets(self) -> dict[str, Path]:
+        return {CODE_SLUG: self.code, WEIGHTS_SLUG: self.weights, WHEELS_SLUG: self.wheels}
+
+
+def check_competition(slug: str) -> Competition:
+    if slug not in COMPETITIONS:
+        raise PackagingError(f"unknown competition {slug!r}; known: {', '.join(COMPETITIONS)}")
+    return COMPETITIONS[slug]
+
+
+def run_checked(command: list[str], what: str, echo: bool = False, env: Mapping[str, str] | None = None) -> str:
+    """Run a command; on failure raise one line naming the step and the command's last output line."""
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if echo and result.stdout.strip():
+        print(result.stdout.strip())
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
+        raise PackagingError(f"{what} failed (exit {result.returncode}): {lines[-1]}")
+    return result.stdout

@@ -1,0 +1,202 @@
+"""make_submission's bad input and odd paths: one line, the right exit code, no traceback, and an
+existing output file left as it was; and the summary of tasks that failed."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import torch
+
+import make_submission
+from arc_data import load_kaggle
+from arc_data.synthetic import synthetic_tasks
+from pretrain.config import tiny
+from pretrain.export import export_network
+from pretrain.model import build_model
+from submission.finetune import TaskOutcome
+from submission.runner import RunSummary
+from submission.writer import read_submission, validate_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+OLD = b'{"old": "file"}'
+
+
+@pytest.fixture
+def challenges(tmp_path) -> Path:
+    tasks = synthetic_tasks(3, seed=4)
+    path = tmp_path / "challenges.json"
+    path.write_bytes(orjson.dumps({t.id: {"train": t.to_json()["train"],
+                                          "test": [{"input": g.tolist()} for g in t.test_inputs]} for t in tasks}))
+    return path
+
+
+@pytest.fixture
+def old_out(tmp_path) -> Path:
+    out = tmp_path / "submission.json"
+    out.write_bytes(OLD)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("export")
+    export_network(build_model(tiny()), torch.zeros(64), folder)
+    return folder
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    code = make_submission.main(["--quiet", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line(err: str, *fragments: str) -> None:
+    assert "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize("flag, value, problem", [
+    ("--time-limit", 0, "--time-limit must be a positive number of seconds, got 0"),
+    ("--time-limit", -5, "got -5"),
+    ("--time-limit", "nan", "got nan"),
+    ("--workers", 0, "--workers must be at least 1, got 0"),
+    ("--limit", 0, "--limit must be at least 1, got 0"),
+    ("--shard-tasks", 0, "--shard-tasks must be at least 1, got 0"),
+    ("--shard-tasks", -2, "got -2"),
+])
+def test_numbers_that_would_run_nothing_are_one_line(capsys, challenges, old_out, flag, value, problem):
+    code, out, err = run_main(capsys, "--challenges", challenges, "--out", old_out, flag, value)
+    assert code == 2
+    assert_one_line(err, problem)
+    assert out == "" and old_out.read_bytes() == OLD
+
+
+def test_out_in_a_missing_folder_is_created(capsys, challenges, tmp_path, monkeypatch):
+    fake_run(monkeypatch, lambda tasks: [])
+    out = tmp_path / "new" / "folder" / "submission.json"
+    code, _, err = run_main(capsys, "--challenges", challenges, "--out", out)
+    assert code == 0, err
+    validate_submission(read_submission(out), load_kaggle(challenges))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "link-to-fifo"])
+def test_out_that_is_not_a_regular_file_is_refused(capsys, challenges, tmp_path, kind):
+    special = tmp_path / "special"
+    os.mkfifo(special) if kind != "directory" else special.mkdir()
+    out = special
+    if kind == "link-to-fifo":
+        out = tmp_path / "link.json"
+        out.symlink_to(special)
+    mode = os.stat(special).st_mode
+    code, _, err = run_main(capsys, "--challenges", challenges, "--out", out)
+    assert code == 2
+    assert_one_line(err, str(out), "not a regular file")
+    assert os.stat(special).st_mode == mode
+    assert kind != "link-to-fifo" or out.is_symlink()
+
+
+def test_out_through_a_symlink_replaces_the_target(capsys, challenges, tmp_path, old_out, monkeypatch):
+    fake_run(monkeypatch, lambda tasks: [])
+    link = tmp_path / "link.json"
+    link.symlink_to(old_out)
+    code, _, err = run_main(capsys, "--challenges", challenges, "--out", link)
+    assert code == 0, err
+    assert link.is_symlink()
+    validate_submission(read_submission(old_out), load_kaggle(challenges))
+
+
+def broken_config(folder: Path, exported: Path, change) -> Path:
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes((exported / "model.safetensors").read_bytes())
+    config = orjson.loads((exported / "model.json").read_bytes())
+    (folder / "model.json").write_bytes(orjson.dumps(change(config)))
+    return folder
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda c: {k: v for k, v in c.items() if k != "arch"}, "field 'arch' is missing"),
+    (lambda c: {**c, "hidden": "64"}, "field 'hidden' is '64', not int"),
+    (lambda c: {**c, "layers": 2.5}, "field 'layers' is 2.5, not int"),
+    (lambda c: {**c, "T": True}, "field 'T' is True, not int"),
+    (lambda c: {**c, "arch": "gpt"}, "arch must be one of"),
+    (lambda c: {**c, "colour": 3}, "unknown ModelConfig fields: ['colour']"),
+    (lambda c: [c], "is not a JSON object"),
+])
+def test_a_bad_model_json_is_one_line_naming_file_and_field(capsys, challenges, tmp_path, old_out, exported,
+                                                            change, problem):
+    checkpoint = broken_config(tmp_path / "bad-export", exported, change)
+    code, _, err = run_main(capsys, "--challenges", challenges, "--out", old_out, "--checkpoint", checkpoint)
+    assert code == 2
+    assert_one_line(err, str(checkpoint / "model.json"), problem)
+    assert old_out.read_bytes() == OLD
+
+
+def test_a_missing_checkpoint_is_one_line(capsys, challenges, tmp_path, old_out):
+    code, _, err = run_main(capsys, "--challenges", challenges, "--out", old_out, "--checkpoint", tmp_path / "nope")
+    assert code == 2
+    assert_one_line(err, "no such checkpoint")
+    assert old_out.read_bytes() == OLD
+
+
+def test_truncated_weights_are_one_line_after_the_fallback_is_written(challenges, tmp_path, old_out, exported):
+    checkpoint = tmp_path / "truncated"
+    checkpoint.mkdir()
+    (checkpoint / "model.json").write_bytes((exported / "model.json").read_bytes())
+    weights = (exported / "model.safetensors").read_bytes()
+    (checkpoint / "model.safetensors").write_bytes(weights[:len(weights) // 2])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("KAGGLE_KERNEL_RUN_TYPE", None)
+    result = subprocess.run([sys.executable, "make_submission.py", "--quiet", "--challenges", str(challenges),
+                             "--out", str(old_out), "--checkpoint", str(checkpoint)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert_one_line(result.stderr, "model.safetensors", "cannot be read")
+    validate_submission(read_submission(old_out), load_kaggle(challenges))  # the fallback, never a half file
+
+
+# ---------------------------------------------------------------------------------------- failed tasks
+
+def fake_run(monkeypatch, outcomes_for):
+    """Replace the model run: ``outcomes_for(tasks)`` gives the outcomes; the file keeps its pre-fill."""
+    def run_submission(tasks, network, config, out, time_limit, workers=None, quiet=False):
+        outcomes = {outcome.task_id: outcome for outcome in outcomes_for(tasks)}
+        return RunSummary(outcomes=outcomes, unfinished=[t.id for t in tasks if t.id not in outcomes])
+    monkeypatch.setattr(make_submission, "run_submission", run_submission)
+    monkeypatch.setattr(make_submission, "load_network", lambda checkpoint: None)
+
+
+def outcome(task, note="ok"):
+    return TaskOutcome(task.id, [[] for _ in task.test_inputs], note=note)
+
+
+def test_failed_tasks_are_counted_apart_with_their_notes(capsys, challenges, tmp_path, monkeypatch):
+    fake_run(monkeypatch, lambda tasks: [outcome(tasks[0]), outcome(tasks[1], "failed: ValueError: bad\nshape"),
+                                         outcome(tasks[2], "out of GPU memory")])
+    out = tmp_path / "submission.json"
+    code, stdout, err = run_main(capsys, "--challenges", challenges, "--out", out)
+    assert code == 0, err
+    assert "1 tasks predicted, 0 left with fallback attempts, 2 failed" in stdout
+    tasks = load_kaggle(challenges)
+    assert f"  task {tasks[1].id}: failed: ValueError: bad shape\n" in stdout
+    assert f"  task {tasks[2].id}: out of GPU memory\n" in stdout
+
+
+def test_every_task_failed_exits_non_zero_with_a_valid_file(capsys, tmp_path, monkeypatch):
+    tasks = synthetic_tasks(25, seed=6)
+    challenges = tmp_path / "challenges.json"
+    challenges.write_bytes(orjson.dumps({t.id: {"train": t.to_json()["train"],
+                                                "test": [{"input": g.tolist()} for g in t.test_inputs]}
+                                         for t in tasks}))
+    fake_run(monkeypatch, lambda tasks: [outcome(t, f"failed: RuntimeError: number {i}") for i, t in enumerate(tasks)])
+    out = tmp_path / "submission.json"
+    code, stdout, err = run_main(capsys, "--challenges", challenges, "--out", out)
+    assert code == 1
+    assert "0 tasks predicted, 0 left with fallback attempts, 25 failed" in stdout
+    assert stdout.count("failed: RuntimeError") == 20 and "... and 5 more failed tasks" in stdout
+    assert "every task failed" in err and "Traceback" not in err
+    validate_submission(read_submission(out), load_kaggle(challenges))

@@ -233,31 +233,23 @@ class _Pool:
         after everything it sent, (worker, "died", exit code)."""
         ready = set(wait([w.conn for w in self.workers] + [w.process.sentinel for w in self.workers], timeout))
         events = []
-        for worker in list(self.workers):
-            if worker.conn not in ready and worker.process.sentinel not in ready:
-                continue
-            ended = worker.process.sentinel in ready
-            while not ended and worker.conn.poll():
-                try:
-                    kind, payload = worker.conn.recv()
-                except (EOFError, OSError):  # the other end closed: the worker is gone or going
-                    ended = True
-                    break
-                events.append((worker, kind, payload))
-            if ended:
-                events += [(worker, kind, payload) for kind, payload in self._drain(worker)]
+        for worker in [w for w in self.workers if {w.conn, w.process.sentinel} & ready]:
+            messages, ended = self._receive(worker)
+            events += [(worker, kind, payload) for kind, payload in messages]
+            if ended or worker.process.sentinel in ready:
                 events.append((worker, "died", self._bury(worker)))
         return events
 
-    def _drain(self, worker: _Worker) -> list[tuple[str, object]]:
-        """Messages a dead worker sent before it died."""
+    @staticmethod
+    def _receive(worker: _Worker) -> tuple[list[tuple[str, object]], bool]:
+        """The messages the worker has sent so far, and whether its end of the pipe is closed."""
         messages = []
-        try:
-            while worker.conn.poll():
+        while worker.conn.poll():
+            try:
                 messages.append(worker.conn.recv())
-        except (EOFError, OSError):  # end of what it sent (or a message cut short by its death)
-            pass
-        return messages
+            except (EOFError, OSError):  # end of what a dead worker sent (the last message may be cut short)
+                return messages, True
+        return messages, False
 
     def _bury(self, worker: _Worker) -> int | None:
         stop_processes([worker.process], grace=1.0)
@@ -370,7 +362,7 @@ def _after_death(pool: _Pool, worker: _Worker, exit_code: int | None, pending: l
                  summary: RunSummary) -> list[TaskOutcome]:
     """Retry or fail the shard a dead worker held, and start a new worker on its device if time
     allows; returns the outcomes of tasks failed here."""
-    shard, name = worker.shard, f"worker {worker.slot}"
+    shard, name, device = worker.shard, f"worker {worker.slot}", pool.devices[worker.slot]
     pool.deaths_in_a_row[worker.slot] += 1
     lost = []
     if shard is None:
@@ -379,17 +371,17 @@ def _after_death(pool: _Pool, worker: _Worker, exit_code: int | None, pending: l
         print_above_bar(f"{name} died (exit code {exit_code}) while solving {_ids(shard)}: trying it again")
         pending.insert(0, shard)
     else:
-        print_above_bar(f"{name} died (exit code {exit_code}) while solving {_ids(shard)}, for the second time: failed")
+        print_above_bar(f"{name} died (exit code {exit_code}) while solving {_ids(shard)}, a second time: failed")
         lost = [TaskOutcome.failure(t, f"its worker died twice (exit code {exit_code})") for t in shard.tasks]
     if deadline - time.monotonic() < NEW_WORKER_SECONDS:
         print_above_bar(f"{name} not replaced: too little time left")
     elif not pool.can_restart(worker.slot):
-        print_above_bar(f"{name} not replaced: {DEATHS_WITHOUT_PROGRESS} workers died on {pool.devices[worker.slot]} "
-            "without finishing a task")
+        print_above_bar(f"{name} not replaced: {DEATHS_WITHOUT_PROGRESS} workers in a row on {device} ended "
+                        "without finishing a task")
     else:
         pool.start(worker.slot)
         summary.replaced_workers += 1
-        print_above_bar(f"{name} replaced by a new worker on {pool.devices[worker.slot]}")
+        print_above_bar(f"{name} replaced by a new worker on {device}")
     return lost
 
 

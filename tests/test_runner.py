@@ -43,8 +43,9 @@ def raises_on(doomed: str, error: Exception, tasks, *args):
     return solve_shard(tasks, *args)
 
 
-def hangs_ignoring_sigterm(tasks, *args):
+def hangs_ignoring_sigterm(marker, tasks, *args):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    marker.touch()
     time.sleep(3600)
 
 
@@ -124,10 +125,13 @@ def test_when_every_worker_keeps_dying_the_run_ends_at_once(tmp_path, monkeypatc
         assert_fallback_kept(written, task)
 
 
+@pytest.mark.slow
 def test_a_worker_that_ignores_sigterm_is_killed_by_the_deadline(tmp_path, monkeypatch):
     tasks = synthetic_tasks(2, seed=8)
-    summary, _ = run(tmp_path, monkeypatch, hangs_ignoring_sigterm, tasks, time_limit=12)
-    assert summary.seconds < 12
+    marker = tmp_path / "ignoring-sigterm"
+    summary, _ = run(tmp_path, monkeypatch, functools.partial(hangs_ignoring_sigterm, marker), tasks, time_limit=20)
+    assert marker.exists(), "the worker never reached its task (too slow a start for this test)"
+    assert summary.seconds < 20
     assert sorted(summary.unfinished) == sorted(t.id for t in tasks) and not summary.outcomes
 
 

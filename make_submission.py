@@ -28,7 +28,7 @@ from arc_data.tasks import Task
 from submission import kaggle_env
 from submission.config import PRESETS, fresh_model_config
 from pretrain.export import CONFIG, ExportError, read_model_config
-from submission.finetune import Network, TaskOutcome
+from submission.finetune import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
 from submission.voting import grid_key
@@ -142,17 +142,10 @@ def write_fallback(out: Path, tasks: list[Task]) -> None:
     write_submission(out, prefill(hidden), hidden)
 
 
-def task_failed(outcome: TaskOutcome) -> bool:
-    """Whether a task raised (or ran out of memory) instead of predicting. The one place that decides
-    it: read ``outcome.failed`` here once TaskOutcome carries it."""
-    return outcome.note.startswith("failed") or "out of GPU memory" in outcome.note
-
-
 def report_outcomes(tasks: list[Task], summary: RunSummary, out: Path, seconds: float) -> int:
     """Print what the run did, failed tasks apart with their notes; the exit status."""
-    failed = [outcome for outcome in summary.outcomes.values() if task_failed(outcome)]
-    predicted = len(summary.outcomes) - len(failed)
-    print(f"wrote {out} in {seconds:.0f} s: {predicted} tasks predicted, {len(summary.unfinished)} left with "
+    failed = summary.failed
+    print(f"wrote {out} in {seconds:.0f} s: {len(summary.predicted)} tasks predicted, {len(summary.unfinished)} left with "
           f"fallback attempts, {len(failed)} failed")
     for outcome in failed[:FAILED_NOTES_SHOWN]:
         note = " ".join(outcome.note.split())  # one line, whatever the exception's message held

@@ -8,12 +8,18 @@ few steps that train only those rows, then full fine-tuning with the same ``trai
 pretraining. Then every test input is predicted under as many augmented views as the time share
 allows (the identity first), mapped back and ranked by the configured selector. Nothing here is
 shared between tasks, so a task can run on any worker and a failure stays inside it.
+
+The two phases share one deadline, fixed when the shard starts. Each phase that runs out of GPU
+memory runs again at half its batch in the time that is left, after the failed attempt's tensors
+are freed; the batches that worked are recorded in the outcome.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +30,7 @@ from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream, canvas_for
 from pretrain.distributed import World
 from pretrain.evaluation import predict, task_views, view_predictions
 from pretrain.learner import Learner, OptimConfig, Slots, train_step
-from pretrain.model import build_model
+from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig
 from submission.voting import SELECTORS, rank_candidates
 
@@ -32,6 +38,10 @@ from submission.voting import SELECTORS, rank_candidates
 INFERENCE_SHARE = 0.3
 # Ranked candidates kept per test input (enough for pass@K reports).
 KEEP_CANDIDATES = 100
+# Runs of a phase that runs out of GPU memory: the configured batch, then half, then a quarter.
+OOM_ATTEMPTS = 3
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,8 +73,16 @@ class TaskOutcome:
     finetune_seconds: float = 0.0
     inference_seconds: float = 0.0
     canvas: int = 0
-    note: str = "ok"
+    batch: int = 0  # fine-tuning samples per optimizer step, as run (half the preset's after running out of memory)
+    inference_batch: int = 0  # views per prediction batch, as run
+    note: str = "ok"  # one line: "ok", or why the task failed
+    failed: bool = False  # True: no prediction (an error, out of memory for good, its worker died)
     ranked_by: dict[str, list[list[list[list[int]]]]] = field(default_factory=dict)  # compare_selectors only
+
+    @classmethod
+    def failure(cls, task: Task, note: str) -> "TaskOutcome":
+        """A task that keeps its fallback attempts, with the one-line reason."""
+        return cls(task.id, [[] for _ in task.test_inputs], note=note, failed=True)
 
 
 def task_canvas(task: Task, network: Network, config: FinetuneConfig) -> int:
@@ -82,40 +100,96 @@ def solve_task(task: Task, network: Network, config: FinetuneConfig, device: tor
 def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
                 dtype: torch.dtype = torch.float32) -> list[TaskOutcome]:
     """Fine-tune ONE copy of the network on several tasks together (``config.steps`` per task), then
-    predict each; on running out of GPU memory retry with half the batch, then give up on the shard."""
-    batch, inference_batch = config.batch, config.inference_batch
-    for _ in range(3):
-        try:
-            return _solve(tasks, network, config, device, seconds, dtype, batch, inference_batch)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            batch, inference_batch = max(1, batch // 2), max(1, inference_batch // 2)
-    return [TaskOutcome(t.id, [[] for _ in t.test_inputs], note="out of GPU memory") for t in tasks]
+    predict each, all within ``seconds``.
 
-
-def _solve(tasks: list[Task], network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
-           dtype: torch.dtype, batch: int, inference_batch: int) -> list[TaskOutcome]:
+    Each phase retries on its own at half the batch when it runs out of GPU memory, within the time
+    left of the one deadline fixed here: an out-of-memory error in prediction keeps the finished
+    fine-tuning. A task whose phase runs out of memory at every batch tried is returned failed.
+    """
     start = time.perf_counter()
     deadline = start + seconds
+    finetune_deadline = start + seconds * (1 - INFERENCE_SHARE)
     canvas = max(task_canvas(t, network, config) for t in tasks)
     hidden = [t.without_solutions() for t in tasks]
     catalogue = PuzzleCatalogue([], hidden, config.num_aug, config.seed)
 
-    world = World(rank=0, size=1, local_rank=0, device=device)
+    tuned, batch = _halving_on_oom(
+        lambda b: _finetune(len(tasks), network, config, catalogue, canvas, b, device, dtype, finetune_deadline),
+        config.batch, device)
+    finetune_seconds = time.perf_counter() - start
+    if tuned is None:
+        return [TaskOutcome.failure(t, f"out of GPU memory in fine-tuning, down to batch {batch}") for t in tasks]
+
+    outcomes, inference_batch = [], config.inference_batch
+    for k, (task, group) in enumerate(zip(tasks, catalogue.groups)):
+        # Each task still to predict gets an equal share of the time left.
+        task_deadline = time.perf_counter() + (deadline - time.perf_counter()) / (len(tasks) - k)
+        outcome, inference_batch = _halving_on_oom(
+            lambda b: _predict_task(task, group, tuned.learner, config, canvas, b, device, task_deadline),
+            inference_batch, device)
+        if outcome is None:
+            outcome = TaskOutcome.failure(task, f"out of GPU memory in prediction, down to batch {inference_batch}")
+        outcome.finetune_steps, outcome.finetune_seconds = tuned.steps, finetune_seconds
+        outcome.batch, outcome.inference_batch, outcome.canvas = batch, inference_batch, canvas
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _halving_on_oom(run: Callable[[int], T], batch: int, device: torch.device) -> tuple[T | None, int]:
+    """``run(batch)``; after running out of GPU memory, free it and run again at half the batch
+    (``OOM_ATTEMPTS`` runs in all). Returns the result and the batch it ran at, or None and the last
+    batch tried."""
+    for attempt in range(OOM_ATTEMPTS):
+        if attempt > 0:
+            batch = max(1, batch // 2)
+        try:
+            return run(batch), batch
+        except torch.cuda.OutOfMemoryError:
+            pass  # retried below: memory is freed once the traceback, which holds the tensors, is gone
+        free_memory(device)
+    return None, batch
+
+
+def free_memory(device: torch.device) -> None:
+    """Return what the dropped tensors held: Python's cycles first, then the CUDA allocator's cache."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class _Tuned:
+    """The fine-tuning phase's result: the learner (network and puzzle rows) and its steps."""
+
+    learner: Learner
+    steps: int
+
+
+def _build_model(network: Network, device: torch.device, dtype: torch.dtype) -> RecursiveModel:
+    """The network every task starts from, on ``device``."""
     model = build_model(network.config, dtype=dtype)
     model.load_state_dict(network.state)
+    return model.to(device)
+
+
+def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, canvas: int,
+              batch: int, device: torch.device, dtype: torch.dtype, finetune_deadline: float) -> _Tuned:
+    """A fresh copy of the network, fine-tuned on the catalogue's tasks at ``batch`` until
+    ``config.steps`` per task or the deadline (at least one step)."""
+    world = World(rank=0, size=1, local_rank=0, device=device)
+    model = _build_model(network, device, dtype)
+    # The micro-batch goes here once OptimConfig has one: a retry then halves it and keeps the batch.
     optim = OptimConfig(global_batch=batch, lr=config.lr, lr_warmup_steps=config.warmup_steps,
                         weight_decay=config.weight_decay, puzzle_lr=config.puzzle_lr, ema_decay=0.0,
                         train_network=config.embedding_steps == 0)
-    learner = Learner(network.config, optim, catalogue.num_ids, world, dtype, config.seed, model=model.to(device))
+    learner = Learner(model.config, optim, catalogue.num_ids, world, dtype, config.seed, model=model)
     learner.puzzles.weight[:] = network.puzzle_mean.to(device)
     stream = TrainStream(catalogue, DataConfig(train_sources=(), held_out_sources=(), canvas=canvas,
                                                translate=config.translate, seed=config.seed))
     slots = Slots(learner.model, batch, world, canvas)
 
-    finetune_deadline = start + seconds * (1 - INFERENCE_SHARE)
     steps = 0
-    while steps < config.steps * len(tasks):
+    while steps < config.steps * num_tasks:
         step_start = time.perf_counter()
         if steps == config.embedding_steps:
             learner.optim.train_network = True
@@ -123,16 +197,7 @@ def _solve(tasks: list[Task], network: Network, config: FinetuneConfig, device: 
         steps += 1
         if time.perf_counter() + (time.perf_counter() - step_start) > finetune_deadline:
             break
-    finetune_seconds = time.perf_counter() - start
-
-    outcomes = []
-    for k, (task, group) in enumerate(zip(tasks, catalogue.groups)):
-        # Each task still to predict gets an equal share of the time left.
-        task_deadline = time.perf_counter() + (deadline - time.perf_counter()) / (len(tasks) - k)
-        outcome = _predict_task(task, group, learner, config, canvas, inference_batch, device, task_deadline)
-        outcome.finetune_steps, outcome.finetune_seconds = steps, finetune_seconds
-        outcomes.append(outcome)
-    return outcomes
+    return _Tuned(learner, steps)
 
 
 def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,

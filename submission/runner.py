@@ -4,22 +4,39 @@ The submission file is written, valid, before any model work, and rewritten atom
 a task finishes, so a kill at any moment leaves a valid file holding every finished task.
 
 One worker process per device (one per GPU; on a CPU, ``--workers`` processes sharing the cores)
-pulls tasks from a queue. Each task gets a time share that adapts to what is left:
+takes shards of tasks one at a time. Each task gets a time share that adapts to what is left:
 ``(time left) x workers / (tasks left)``, capped by the preset; a task stops fine-tuning early to
 keep time for inference, and inference stops adding views when the share runs out. Smaller tasks go
 first, so when time runs short it is the largest (slowest, least likely solved) tasks that keep
 their fallback attempts. When the deadline arrives, unfinished workers are stopped and the file
 keeps whatever finished.
+
+Workers fail in three ways, and none of them holds the run up:
+
+- a task raises: the worker reports it failed (one line) and goes on with the next shard;
+- a task breaks the worker's CUDA context (a CUDA error other than out-of-memory; nothing on that
+  context works afterwards): the worker reports it failed and exits;
+- the worker dies (a fatal CUDA error, a kill, ``os._exit``): the run notices at once, gives the
+  shard it held to a worker once more (a second death marks it failed).
+
+A worker that exits or dies is replaced on its device while time allows, unless that device's
+workers keep dying without finishing anything. Failed tasks keep their fallback attempts and are
+listed apart (``RunSummary.failed``). Workers send their log lines (device, memory, one line per
+task) to this process, which prints them above the progress bar.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
+import resource
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,18 +44,40 @@ from tqdm import tqdm
 
 from arc_data.tasks import Task
 from submission.config import FinetuneConfig
-from submission.finetune import Network, TaskOutcome, solve_shard
+from submission.finetune import Network, TaskOutcome, free_memory, solve_shard
 from submission.writer import prefill, set_attempts, write_submission
 
 # Seconds kept back from the deadline for stopping workers and the last write.
 STOP_MARGIN = 5.0
+# A dead worker is replaced only with at least this many seconds left (a new worker imports torch,
+# receives the network and, on a GPU, creates its CUDA context before it can start a task).
+NEW_WORKER_SECONDS = 30.0
+# A device whose workers die (or exit broken) this many times in a row without finishing a task gets
+# no new worker: its GPU is likely unusable.
+DEATHS_WITHOUT_PROGRESS = 3
+# Times a shard is started: once, and once more on another worker if its worker died.
+SHARD_STARTS = 2
+# Exit code of a worker that leaves because its CUDA context is broken.
+BROKEN_CONTEXT_EXIT = 3
+
+Solver = Callable[..., list[TaskOutcome]]  # solve_shard's signature
 
 
 @dataclass
 class RunSummary:
-    outcomes: dict[str, TaskOutcome] = field(default_factory=dict)
+    outcomes: dict[str, TaskOutcome] = field(default_factory=dict)  # every task that finished or failed
     seconds: float = 0.0
     unfinished: list[str] = field(default_factory=list)  # tasks left with their fallback attempts
+    replaced_workers: int = 0  # workers started in place of ones that died or exited broken
+
+    @property
+    def failed(self) -> list[TaskOutcome]:
+        """Tasks that raised, ran out of memory for good or lost their worker (fallback attempts kept)."""
+        return [o for o in self.outcomes.values() if o.failed]
+
+    @property
+    def predicted(self) -> list[TaskOutcome]:
+        return [o for o in self.outcomes.values() if not o.failed]
 
 
 def task_size(task: Task) -> int:
@@ -59,20 +98,195 @@ def worker_devices(workers: int | None) -> list[str]:
     return ["cpu"] * (workers or os.cpu_count() or 1)
 
 
-def _worker(device: str, network: Network, config: FinetuneConfig, jobs, results) -> None:
+# -- the worker process ----------------------------------------------------------------------------
+
+def _worker(name: str, device_name: str, network: Network, config: FinetuneConfig, conn: Connection,
+            solve: Solver) -> None:
+    """Solve the shards sent on ``conn`` until told to stop (None); ``solve`` is ``solve_shard``."""
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # first: nothing may create a context on another GPU
     torch.set_num_threads(1)
-    dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+    def log(line: str) -> None:
+        conn.send(("log", f"{name}: {line}"))
+
+    log(f"pid {os.getpid()}, {memory_line(device)}")
+    while (job := conn.recv()) is not None:
         tasks, seconds = job
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        outcomes, broken = _solve_safely(solve, tasks, network, config, device, seconds, dtype, log)
+        for outcome in outcomes:
+            log(task_line(outcome))
+        conn.send(("done", outcomes))
+        if broken:
+            log("its CUDA context is broken: exiting, to be replaced")
+            sys.exit(BROKEN_CONTEXT_EXIT)
+        free_memory(device)  # between tasks, as the one process holds a device for hours
+        log(memory_line(device))
+
+
+def _solve_safely(solve: Solver, tasks: list[Task], network: Network, config: FinetuneConfig, device: torch.device,
+                  seconds: float, dtype: torch.dtype, log: Callable[[str], None]) -> tuple[list[TaskOutcome], bool]:
+    """The shard's outcomes, every task failed if it raised; and whether the CUDA context broke."""
+    try:
+        return solve(tasks, network, config, device, seconds, dtype), False
+    except Exception as error:  # a failure stays inside its shard: its tasks fail, the run goes on
+        note = f"{type(error).__name__}: {one_line(error)}"
+        log(f"{', '.join(t.id for t in tasks)} failed: {traceback.format_exc().rstrip()}")
+        return [TaskOutcome.failure(t, note) for t in tasks], cuda_context_broken(error)
+
+
+def cuda_context_broken(error: BaseException) -> bool:
+    """A CUDA error other than out-of-memory (an illegal address, a device-side assert, a launch
+    failure) leaves the process's CUDA context unusable, so its worker must not take more tasks."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch 2.8 and later
+    if accelerator_error is not None and isinstance(error, accelerator_error):
+        return True
+    return isinstance(error, RuntimeError) and "CUDA error" in str(error)
+
+
+def one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def memory_line(device: torch.device) -> str:
+    """The device and its memory: free and total GPU memory on CUDA, the process's peak RSS elsewhere."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        return (f"{device} ({torch.cuda.get_device_name(device)}): {free / 2**30:.1f} of {total / 2**30:.1f} GiB "
+                f"free, peak allocated {peak / 2**30:.2f} GiB")
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    scale = 1 if sys.platform == "darwin" else 1024
+    return f"{device}: peak RSS {peak_rss * scale / 2**30:.2f} GiB"
+
+
+def task_line(outcome: TaskOutcome) -> str:
+    """One line of progress per task: id, steps and batch, views, seconds, note."""
+    seconds = outcome.finetune_seconds + outcome.inference_seconds
+    return (f"task {outcome.task_id}: {outcome.finetune_steps} steps at batch {outcome.batch}, {outcome.views} views "
+            f"at batch {outcome.inference_batch}, {seconds:.1f} s, {outcome.note}")
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Shard:
+    tasks: list[Task]
+    starts: int = 0  # times a worker began it
+
+
+@dataclass
+class _Worker:
+    slot: int  # which device of the run
+    process: mp.process.BaseProcess
+    conn: Connection
+    shard: _Shard | None = None  # in flight
+
+
+class _Pool:
+    """The worker processes, one per device slot, with what each one holds."""
+
+    def __init__(self, devices: list[str], network: Network, config: FinetuneConfig, solve: Solver):
+        self.devices, self.network, self.config, self.solve = devices, network, config, solve
+        self.context = mp.get_context("spawn")
+        self.workers: list[_Worker] = []
+        self.deaths_in_a_row = [0] * len(devices)  # per slot, since its last finished task
+        for slot in range(len(devices)):
+            self.start(slot)
+
+    def start(self, slot: int) -> None:
+        ours, theirs = self.context.Pipe()
+        name = f"worker {slot}"
+        process = self.context.Process(target=_worker, daemon=True, name=name,
+                                       args=(name, self.devices[slot], self.network, self.config, theirs, self.solve))
+        process.start()
+        theirs.close()  # the worker holds the only other end, so its death reads as end-of-file here
+        self.workers.append(_Worker(slot, process, ours))
+
+    def can_restart(self, slot: int) -> bool:
+        return self.deaths_in_a_row[slot] < DEATHS_WITHOUT_PROGRESS
+
+    def idle(self) -> list[_Worker]:
+        return [w for w in self.workers if w.shard is None]
+
+    def busy(self) -> bool:
+        return any(w.shard is not None for w in self.workers)
+
+    def send(self, worker: _Worker, shard: _Shard, seconds: float) -> bool:
+        """Hand a shard to an idle worker; False if the worker is already gone."""
         try:
-            outcomes = solve_shard(tasks, network, config, torch.device(device), seconds, dtype)
-        except Exception as error:  # a failure stays inside its shard; the run goes on
-            note = f"failed: {type(error).__name__}: {error}"
-            outcomes = [TaskOutcome(t.id, [[] for _ in t.test_inputs], note=note) for t in tasks]
-        results.put(outcomes)
+            worker.conn.send((shard.tasks, seconds))
+        except OSError:  # a broken pipe: it died; wait() reports the death
+            return False
+        worker.shard, shard.starts = shard, shard.starts + 1
+        return True
+
+    def wait(self, timeout: float) -> list[tuple[_Worker, str, object]]:
+        """Events within ``timeout`` seconds: (worker, "log", line), (worker, "done", outcomes) and,
+        after everything it sent, (worker, "died", exit code)."""
+        ready = set(wait([w.conn for w in self.workers] + [w.process.sentinel for w in self.workers], timeout))
+        events = []
+        for worker in [w for w in self.workers if {w.conn, w.process.sentinel} & ready]:
+            messages, ended = self._receive(worker)
+            events += [(worker, kind, payload) for kind, payload in messages]
+            if ended or worker.process.sentinel in ready:
+                events.append((worker, "died", self._bury(worker)))
+        return events
+
+    @staticmethod
+    def _receive(worker: _Worker) -> tuple[list[tuple[str, object]], bool]:
+        """The messages the worker has sent so far, and whether its end of the pipe is closed."""
+        messages = []
+        while worker.conn.poll():
+            try:
+                messages.append(worker.conn.recv())
+            except (EOFError, OSError):  # end of what a dead worker sent (the last message may be cut short)
+                return messages, True
+        return messages, False
+
+    def _bury(self, worker: _Worker) -> int | None:
+        stop_processes([worker.process], grace=1.0)
+        worker.conn.close()
+        self.workers.remove(worker)
+        return worker.process.exitcode
+
+    def stop(self) -> None:
+        """Idle workers are told to stop; busy ones are terminated (a result now comes too late)."""
+        for worker in self.workers:
+            if worker.shard is None:
+                try:
+                    worker.conn.send(None)
+                except OSError:  # already gone
+                    pass
+            else:
+                worker.process.terminate()
+        stop_processes([w.process for w in self.workers], grace=STOP_MARGIN / 2)
+        for worker in self.workers:
+            worker.conn.close()
+
+
+def stop_processes(processes: list, grace: float) -> None:
+    """Wait up to ``grace`` seconds for the processes to exit; terminate (SIGTERM) the rest, then
+    kill (SIGKILL) those still alive a second later."""
+    _join_all(processes, grace)
+    for escalate in ("terminate", "kill"):
+        alive = [p for p in processes if p.is_alive()]
+        for process in alive:
+            getattr(process, escalate)()
+        _join_all(alive, 1.0)
+
+
+def _join_all(processes: list, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    for process in processes:
+        process.join(timeout=max(0.0, end - time.monotonic()))
 
 
 def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, out: Path, time_limit: float,
@@ -84,52 +298,95 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
     submission = prefill(hidden)
     write_submission(out, submission, hidden)
     summary = RunSummary()
+    ordered = sorted(hidden, key=task_size)
+    pending = [_Shard(ordered[i:i + config.shard_tasks]) for i in range(0, len(ordered), config.shard_tasks)]
 
-    devices = worker_devices(workers)
-    context = mp.get_context("spawn")
-    jobs, results = context.Queue(), context.Queue()
-    processes = [context.Process(target=_worker, args=(d, network, config, jobs, results), daemon=True)
-                 for d in devices]
-    for process in processes:
-        process.start()
-
-    pending = sorted(hidden, key=task_size)
-    in_flight, busy = 0, 0  # tasks being solved, workers busy with a shard
     bar = tqdm(total=len(hidden), desc="tasks", disable=quiet, mininterval=10)
+    pool = _Pool(worker_devices(workers), network, config, solve_shard)
+
+    def record(outcomes: list[TaskOutcome]) -> None:
+        for outcome in outcomes:
+            summary.outcomes[outcome.task_id] = outcome
+            _record(submission, outcome)
+        write_submission(out, submission, hidden)
+        bar.update(len(outcomes))
+        bar.set_postfix(projected=f"{(time.monotonic() - start) * len(hidden) / len(summary.outcomes):.0f}s")
+
     try:
-        while pending or in_flight:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            while pending and busy < len(processes):
-                share = (deadline - now) * len(processes) / (len(pending) + in_flight)
-                shard, pending = pending[:config.shard_tasks], pending[config.shard_tasks:]
-                jobs.put((shard, min(share, config.max_task_seconds) * len(shard)))
-                in_flight, busy = in_flight + len(shard), busy + 1
-            try:
-                outcomes = results.get(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
-            except queue.Empty:
-                continue
-            in_flight, busy = in_flight - len(outcomes), busy - 1
-            for outcome in outcomes:
-                summary.outcomes[outcome.task_id] = outcome
-                _record(submission, outcome)
-            write_submission(out, submission, hidden)
-            bar.update(len(outcomes))
-            bar.set_postfix(projected=f"{(time.monotonic() - start) * len(hidden) / len(summary.outcomes):.0f}s")
+        while (pending or pool.busy()) and pool.workers and time.monotonic() < deadline:
+            _dispatch(pool, pending, deadline, config)
+            for worker, kind, payload in pool.wait(timeout=max(0.0, deadline - time.monotonic())):
+                if kind == "log":
+                    print_above_bar(payload)
+                elif kind == "done":
+                    worker.shard = None
+                    if any(not o.failed for o in payload):
+                        pool.deaths_in_a_row[worker.slot] = 0
+                    record(payload)
+                else:
+                    lost = _after_death(pool, worker, payload, pending, deadline, summary)
+                    if lost:
+                        record(lost)
+        if pending and not pool.workers:
+            print_above_bar("no worker left: the remaining tasks keep their fallback attempts")
+            record([TaskOutcome.failure(t, "not run: every worker died") for shard in pending for t in shard.tasks])
     finally:
         bar.close()
-        for _ in processes:
-            jobs.put(None)
-        for process in processes:
-            process.join(timeout=max(0.1, min(STOP_MARGIN / 2, deadline + STOP_MARGIN - time.monotonic())))
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=1)
+        pool.stop()
         write_submission(out, submission, hidden)
     summary.seconds = time.monotonic() - start
     summary.unfinished = [t.id for t in hidden if t.id not in summary.outcomes]
     return summary
+
+
+def print_above_bar(line: str) -> None:
+    """A line on stderr, printed above the progress bar rather than through it."""
+    tqdm.write(line, file=sys.stderr)
+
+
+def _dispatch(pool: _Pool, pending: list[_Shard], deadline: float, config: FinetuneConfig) -> None:
+    """Give each idle worker the next shard, with its share of the time left."""
+    for worker in pool.idle():
+        if not pending:
+            return
+        now = time.monotonic()
+        in_flight = sum(len(w.shard.tasks) for w in pool.workers if w.shard is not None)
+        share = (deadline - now) * len(pool.workers) / (sum(len(s.tasks) for s in pending) + in_flight)
+        shard = pending[0]
+        seconds = min(min(share, config.max_task_seconds) * len(shard.tasks), deadline - now)
+        if pool.send(worker, shard, seconds):
+            pending.pop(0)
+
+
+def _after_death(pool: _Pool, worker: _Worker, exit_code: int | None, pending: list[_Shard], deadline: float,
+                 summary: RunSummary) -> list[TaskOutcome]:
+    """Retry or fail the shard a dead worker held, and start a new worker on its device if time
+    allows; returns the outcomes of tasks failed here."""
+    shard, name, device = worker.shard, f"worker {worker.slot}", pool.devices[worker.slot]
+    pool.deaths_in_a_row[worker.slot] += 1
+    lost = []
+    if shard is None:
+        print_above_bar(f"{name} exited (code {exit_code})")
+    elif shard.starts < SHARD_STARTS:
+        print_above_bar(f"{name} died (exit code {exit_code}) while solving {_ids(shard)}: trying it again")
+        pending.insert(0, shard)
+    else:
+        print_above_bar(f"{name} died (exit code {exit_code}) while solving {_ids(shard)}, a second time: failed")
+        lost = [TaskOutcome.failure(t, f"its worker died twice (exit code {exit_code})") for t in shard.tasks]
+    if deadline - time.monotonic() < NEW_WORKER_SECONDS:
+        print_above_bar(f"{name} not replaced: too little time left")
+    elif not pool.can_restart(worker.slot):
+        print_above_bar(f"{name} not replaced: {DEATHS_WITHOUT_PROGRESS} workers in a row on {device} ended "
+                        "without finishing a task")
+    else:
+        pool.start(worker.slot)
+        summary.replaced_workers += 1
+        print_above_bar(f"{name} replaced by a new worker on {device}")
+    return lost
+
+
+def _ids(shard: _Shard) -> str:
+    return ", ".join(t.id for t in shard.tasks)
 
 
 def _record(submission: dict, outcome: TaskOutcome) -> None:

@@ -171,7 +171,7 @@ def fake_run(monkeypatch, outcomes_for):
 
 
 def outcome(task, note="ok"):
-    return TaskOutcome(task.id, [[] for _ in task.test_inputs], note=note)
+    return TaskOutcome(task.id, [[] for _ in task.test_inputs], note=note, failed=note != "ok")
 
 
 def test_failed_tasks_are_counted_apart_with_their_notes(capsys, challenges, tmp_path, monkeypatch):

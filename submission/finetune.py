@@ -12,6 +12,7 @@ shared between tasks, so a task can run on any worker and a failure stays inside
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -48,6 +49,10 @@ class Network:
         model = build_model(config, seed=seed)
         return cls(config, model.state_dict(), torch.zeros(config.puzzle_dim), fresh=True)
 
+    def with_overrides(self, overrides: dict) -> "Network":
+        """The same weights under test-time model settings (e.g. more cycles, fewer supervision steps)."""
+        return dataclasses.replace(self, config=self.config.replace(**overrides)) if overrides else self
+
     @property
     def can_bucket(self) -> bool:
         """Smaller canvases keep their meaning with 2-D positions, or for a network that never trained."""
@@ -83,6 +88,7 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
                 dtype: torch.dtype = torch.float32) -> list[TaskOutcome]:
     """Fine-tune ONE copy of the network on several tasks together (``config.steps`` per task), then
     predict each; on running out of GPU memory retry with half the batch, then give up on the shard."""
+    network = network.with_overrides(config.model_overrides)
     batch, inference_batch = config.batch, config.inference_batch
     for _ in range(3):
         try:

@@ -94,6 +94,7 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
         process.start()
 
     pending = sorted(hidden, key=task_size)
+    shard_size = config.shard_size(len(hidden), len(processes))
     in_flight, busy = 0, 0  # tasks being solved, workers busy with a shard
     bar = tqdm(total=len(hidden), desc="tasks", disable=quiet, mininterval=10)
     try:
@@ -103,7 +104,7 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
                 break
             while pending and busy < len(processes):
                 share = (deadline - now) * len(processes) / (len(pending) + in_flight)
-                shard, pending = pending[:config.shard_tasks], pending[config.shard_tasks:]
+                shard, pending = pending[:shard_size], pending[shard_size:]
                 jobs.put((shard, min(share, config.max_task_seconds) * len(shard)))
                 in_flight, busy = in_flight + len(shard), busy + 1
             try:

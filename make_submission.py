@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
 
 
 def load_network(checkpoint: Path | None, recipe: str | None = None, config: Path | None = None,
-                 sets: list[list[str]] = ()) -> Network:
+                 sets: Sequence[Sequence[str]] = ()) -> Network:
     official = checkpoint is not None and is_official_checkpoint(checkpoint)
     if not official and (recipe or config or sets):
         raise ArcDataError("--recipe, --config and --set apply only to a checkpoint file of the official "
@@ -112,7 +113,8 @@ def load_network(checkpoint: Path | None, recipe: str | None = None, config: Pat
     return Network(model.config, model.state_dict(), puzzle_mean, fresh=False)
 
 
-def import_official_network(checkpoint: Path, recipe: str | None, config: Path | None, sets: list[str]) -> Network:
+def import_official_network(checkpoint: Path, recipe: str | None, config: Path | None,
+                            sets: list[str]) -> Network:
     """An official TRM/HRM checkpoint, imported into a temporary export that is removed once loaded."""
     from pretrain.export import load_exported
     with tempfile.TemporaryDirectory(prefix="official-import-") as folder:

@@ -187,7 +187,7 @@ def read_checkpoint(path: Path) -> tuple[str, dict[str, Tensor]]:
     check_checkpoint_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types; each becomes one line
+    except Exception as error:  # torch.load raises many types for a bad file; each becomes one line
         raise OfficialImportError(f"{path}: {_load_failure(error)}") from None
     if not isinstance(state, dict):
         raise OfficialImportError(f"{path}: holds a {type(state).__name__}, not a dict of tensors")
@@ -318,7 +318,8 @@ def resolve_arch(arch: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def model_config(family: str, arch: dict[str, Any], seq_len: int) -> ModelConfig:
-    """The project's ModelConfig for an official arch section (fixtures/official/README.md's mapping)."""
+    """The project's ModelConfig for an official arch section: hidden_size -> hidden, H_cycles -> T, L_cycles -> n,
+    L_layers -> layers, halt_max_steps -> max_steps, sqrt(seq_len) -> canvas, and so on."""
     canvas = math.isqrt(seq_len) if seq_len > 0 else 0
     if canvas < 1 or canvas * canvas != seq_len:
         raise OfficialImportError(f"seq_len {seq_len} is not a perfect square (the canvas is side x side)")
@@ -500,7 +501,10 @@ def import_checkpoint(checkpoint: Path | str, out_dir: Path | str, config: Path 
     model = load_network(model_cfg, family, tensors)
     table = tensors.get(PUZZLE_TABLE)
     puzzle_mean = table.to(torch.float32).mean(0) if table is not None else torch.zeros(0)
-    written = write_export(Path(out_dir), model, puzzle_mean, table if keep_puzzle_table else None)
+    try:
+        written = write_export(Path(out_dir), model, puzzle_mean, table if keep_puzzle_table else None)
+    except OSError as error:
+        raise OfficialImportError(f"{out_dir}: cannot write the export ({error})") from None
     return Imported(model_cfg, count_parameters(model), 0 if table is None else table.shape[0], prefix, written)
 
 

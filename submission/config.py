@@ -33,8 +33,10 @@ class FinetuneConfig:
     bucket_canvas: bool = True  # run each task at the smallest canvas of data.CANVAS_BUCKETS that holds it
     max_task_seconds: float = 600.0  # cap on any one task's share of the time
     shard_tasks: int = 1  # 1: per-task fine-tuning; N > 1: one network fine-tuned jointly on N tasks
-    shard_per_worker: bool = False  # True: the tasks split evenly over the workers, one joint network each (overrides shard_tasks)
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # test-time model settings, e.g. {"T": 4, "max_steps": 10}
+    shard_per_worker: bool = False  # True: the tasks split evenly over the workers, one joint network each
+    # Test-time model settings applied to the network before fine-tuning, e.g. {"T": 4, "max_steps": 10}
+    # (only TEST_TIME_MODEL_FIELDS: the weights keep their shapes).
+    model_overrides: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,10 +94,11 @@ def kaggle_nvarc() -> FinetuneConfig:
 
 
 def kaggle_mcgovern() -> FinetuneConfig:
-    """McGovern's recipe (arXiv 2511.02886: 6.67 semi-private), as far as it maps: full fine-tuning from
-    the first step, lr 2e-4 for the network and 2e-2 for the puzzle rows, 512 views, all tasks jointly
-    (one network per worker). His batch of 384 does not fit one L4 here (docs/KAGGLE.md): 64. ``steps``:
-    his 12,500 steps x 384 samples spread over 240 tasks is 20,000 samples per task, 312 steps of 64.
+    """McGovern's recipe (arXiv 2511.02886: 6.67 semi-private) as far as it maps here: full fine-tuning
+    from the first step, lr 2e-4 for the network and 2e-2 for the puzzle rows, 512 views, all tasks
+    jointly (one network per worker). His batch of 384 does not fit one L4 (docs/KAGGLE.md): 64.
+    ``steps``: his 12,500 steps x 384 samples, if spread over 240 tasks, are 20,000 samples per task,
+    312 steps of 64. The warm-up (200 steps) and the selector (poe) are this project's choices.
     """
     return FinetuneConfig(num_aug=512, steps=312, embedding_steps=0, batch=64, lr=2e-4, puzzle_lr=2e-2,
                           weight_decay=0.1, warmup_steps=200, views=512, inference_batch=256,

@@ -3,6 +3,7 @@
     python make_submission.py --split eval                      # bundled ARC-AGI-2 evaluation set, CPU preset
     python make_submission.py --challenges arc-agi_test_challenges.json [--solutions FILE]
     python make_submission.py --checkpoint runs/trm-arc2/export --preset kaggle-4xl4 --time-limit 41400
+    python make_submission.py --checkpoint step_220708 --recipe nvarc-trm-031 --preset kaggle-nvarc
 
 For every task: fine-tune the network on its demonstrations (a fresh network when no
 ``--checkpoint`` is given), predict every test input under many augmented views, map back, vote,
@@ -17,17 +18,20 @@ import argparse
 import dataclasses
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task
+from pretrain.export import CONFIG, ExportError, read_model_config
+from pretrain.import_official import RECIPES, OfficialImportError, import_checkpoint, is_official_checkpoint
 from submission import kaggle_env
 from submission.config import PRESETS, fresh_model_config
-from pretrain.export import CONFIG, ExportError, read_model_config
 from submission.finetune import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
@@ -47,14 +51,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", choices=SPLITS, default="eval", help="split of the bundled dataset")
     parser.add_argument("--challenges", type=Path, help="Kaggle-layout challenges file (instead of --dataset)")
     parser.add_argument("--solutions", type=Path, help="Kaggle-layout solutions, to score the result")
-    parser.add_argument("--checkpoint", type=Path, help="exported network (python -m pretrain.export); "
-                                                         "default: a fresh network")
+    parser.add_argument("--checkpoint", type=Path, help="exported network (python -m pretrain.export), or a "
+                        "checkpoint file of the official TRM/HRM code, imported on the fly; default: a fresh network")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), help="official checkpoint without an all_config.yaml "
+                                                                  "beside it: its known config")
+    parser.add_argument("--config", type=Path, help="official checkpoint: its all_config.yaml (default: beside it)")
+    parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                        help="official checkpoint: change a config value, e.g. --set seq_len=900 H_cycles=4")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="fine-tuning preset (default: cpu, or "
-                                                                  "kaggle-4xl4 / kaggle-placeholder on Kaggle)")
+                                                                  "kaggle-nvarc / kaggle-placeholder on Kaggle)")
     parser.add_argument("--time-limit", type=float, help="seconds for the whole run (default: 840, or "
                                                          f"{KAGGLE_TIME_LIMIT} on Kaggle)")
-    parser.add_argument("--shard-tasks", type=int, default=1,
-                        help="fine-tune one network jointly on N tasks at a time (default 1: per task)")
+    parser.add_argument("--shard-tasks", type=int,
+                        help="fine-tune one network jointly on N tasks at a time (default: the preset's; "
+                             "1: per task)")
     parser.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one per CPU core)")
     parser.add_argument("--out", type=Path, help="where to write (default submission.json)")
     parser.add_argument("--limit", type=int, help="only the first N tasks (quick checks)")
@@ -73,7 +83,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.out = args.out or paths.working_root / "submission.json"
     if args.preset is None:
         if on_kaggle:
-            args.preset = "kaggle-4xl4" if kaggle_env.is_competition_rerun() else "kaggle-placeholder"
+            args.preset = "kaggle-nvarc" if kaggle_env.is_competition_rerun() else "kaggle-placeholder"
         else:
             args.preset = "cpu"
     if args.time_limit is None:
@@ -87,16 +97,39 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
     return tasks[:args.limit] if args.limit else tasks
 
 
-def load_network(checkpoint: Path | None) -> Network:
+def load_network(checkpoint: Path | None, recipe: str | None = None, config: Path | None = None,
+                 sets: Sequence[Sequence[str]] = ()) -> Network:
+    official = checkpoint is not None and is_official_checkpoint(checkpoint)
+    if not official and (recipe or config or sets):
+        raise ArcDataError("--recipe, --config and --set apply only to a checkpoint file of the official "
+                           "TRM/HRM code", source=str(checkpoint) if checkpoint else "--checkpoint")
+    if official:
+        return import_official_network(checkpoint, recipe, config, [item for group in sets for item in group])
     if checkpoint is None:
         print("no --checkpoint: fine-tuning a FRESH network on each task (expect a near-zero score; "
               "pretrain one with python -m pretrain)")
         return Network.fresh_init(fresh_model_config())
-    if not (checkpoint / "model.json").exists():
+    if not (checkpoint / CONFIG).exists():
         raise ArcDataError("is not an exported network (no model.json; see python -m pretrain.export)",
                            source=str(checkpoint))
     from pretrain.export import load_exported
     model, puzzle_mean = load_exported(checkpoint)
+    return Network(model.config, model.state_dict(), puzzle_mean, fresh=False)
+
+
+def import_official_network(checkpoint: Path, recipe: str | None, config: Path | None,
+                            sets: list[str]) -> Network:
+    """An official TRM/HRM checkpoint, imported into a temporary export that is removed once loaded."""
+    from pretrain.export import load_exported
+    with tempfile.TemporaryDirectory(prefix="official-import-") as folder:
+        try:
+            imported = import_checkpoint(checkpoint, folder, config=config, recipe=recipe, sets=sets)
+        except OfficialImportError as error:
+            raise ArcDataError(str(error)) from None
+        model, puzzle_mean = load_exported(folder)
+    cfg = imported.config
+    print(f"imported the official checkpoint {checkpoint}: {cfg.arch}, T={cfg.T} n={cfg.n} "
+          f"max_steps={cfg.max_steps}, canvas {cfg.canvas}")
     return Network(model.config, model.state_dict(), puzzle_mean, fresh=False)
 
 
@@ -170,11 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         tasks = load_tasks(args)
         check_exported_config(args.checkpoint)
         write_fallback(args.out, tasks)
-        network = load_network(args.checkpoint)
+        network = load_network(args.checkpoint, args.recipe, args.config, args.set)
     except (ArcDataError, SubmissionError, ExportError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
-    config = dataclasses.replace(PRESETS[args.preset](), shard_tasks=args.shard_tasks)
+    config = PRESETS[args.preset]()
+    if args.shard_tasks is not None:
+        config = dataclasses.replace(config, shard_tasks=args.shard_tasks, shard_per_worker=False)
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()

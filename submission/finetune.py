@@ -16,6 +16,7 @@ are freed; the batches that worked are recorded in the outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,10 @@ class Network:
     def fresh_init(cls, config: ModelConfig, seed: int = 0) -> "Network":
         model = build_model(config, seed=seed)
         return cls(config, model.state_dict(), torch.zeros(config.puzzle_dim), fresh=True)
+
+    def with_overrides(self, overrides: dict) -> "Network":
+        """The same weights under test-time model settings (e.g. more cycles, fewer supervision steps)."""
+        return dataclasses.replace(self, config=self.config.replace(**overrides)) if overrides else self
 
     @property
     def can_bucket(self) -> bool:
@@ -106,6 +111,7 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
     left of the one deadline fixed here: an out-of-memory error in prediction keeps the finished
     fine-tuning. A task whose phase runs out of memory at every batch tried is returned failed.
     """
+    network = network.with_overrides(config.model_overrides)
     start = time.perf_counter()
     deadline = start + seconds
     finetune_deadline = start + seconds * (1 - INFERENCE_SHARE)

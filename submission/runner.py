@@ -298,11 +298,13 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
     submission = prefill(hidden)
     write_submission(out, submission, hidden)
     summary = RunSummary()
+    devices = worker_devices(workers)
     ordered = sorted(hidden, key=task_size)
-    pending = [_Shard(ordered[i:i + config.shard_tasks]) for i in range(0, len(ordered), config.shard_tasks)]
+    size = config.shard_size(len(hidden), len(devices))
+    pending = [_Shard(ordered[i:i + size]) for i in range(0, len(ordered), size)]
 
     bar = tqdm(total=len(hidden), desc="tasks", disable=quiet, mininterval=10)
-    pool = _Pool(worker_devices(workers), network, config, solve_shard)
+    pool = _Pool(devices, network, config, solve_shard)
 
     def record(outcomes: list[TaskOutcome]) -> None:
         for outcome in outcomes:

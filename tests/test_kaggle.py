@@ -413,3 +413,24 @@ def test_rehearsal_kills_the_notebook_at_the_time_limit(built_with_wheels, tmp_p
     rehearse_and_fail(built_with_wheels, tmp_path, r"ran past --time-limit 6 s and was killed.*still valid",
                       time_limit=6.0)
     assert time.monotonic() - started < 200  # the venv and staging, then 6 s of notebook
+
+
+OFFICIAL_SMALL = Path(__file__).resolve().parents[2] / "shared/fixtures/official/trm-att-small/step_1234"
+
+
+@pytest.mark.skipif(not OFFICIAL_SMALL.is_file(), reason=f"the official-code fixtures are not at {OFFICIAL_SMALL}")
+def test_build_imports_an_official_checkpoint_file(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["build", str(out), "--checkpoint", str(OFFICIAL_SMALL), "--set", "seq_len=100",
+                 "--user", USER, "--no-wheels"]) == 0
+    weights = Layout(out).weights
+    assert relative_files(weights) == {"model.safetensors", "model.json", "dataset-metadata.json"}
+    config = read_json(weights / "model.json")
+    assert (config["hidden"], config["layers"], config["T"], config["n"], config["canvas"]) == (64, 3, 2, 3, 10)
+
+
+def test_official_flags_with_an_export_folder_are_one_line(tmp_path, capsys, checkpoint):
+    code = main(["build", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--set", "H_cycles=4",
+                 "--no-wheels"])
+    error = capsys.readouterr().err
+    assert code == 2 and "apply only to a checkpoint file" in error and error.count("\n") == 1

@@ -9,15 +9,16 @@ import sys
 from pathlib import Path
 
 from arc_data.grids import ArcDataError
+from pretrain.import_official import RECIPES
 from submission.kaggle import wheelhouse
 from submission.kaggle.build import BuildConfig, build, print_instructions
 from submission.kaggle.layout import (BAD_INPUT, COMPETITIONS, DEFAULT_COMPETITION, USER_PLACEHOLDER, CheckFailed,
                                       Layout, PackagingError)
-
-CHECK_FAILED = 1  # the notebook ran, locally or on Kaggle, and failed a check
 from submission.kaggle.push import PushConfig, check_can_push, push
 from submission.kaggle.rehearse import RehearsalConfig, rehearse
 from submission.writer import SubmissionError
+
+CHECK_FAILED = 1  # the notebook ran, locally or on Kaggle, and failed a check
 
 
 def default_source() -> Path:
@@ -32,7 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     build_parser = commands.add_parser("build", help="write code/, weights/, wheels/ and notebook/")
     build_parser.add_argument("out_dir", type=Path)
-    build_parser.add_argument("--checkpoint", type=Path, required=True, help="exported network folder")
+    build_parser.add_argument("--checkpoint", type=Path, required=True,
+                              help="exported network folder, or a checkpoint file of the official TRM/HRM code")
     add_build_options(build_parser)
     build_parser.add_argument("--push", action="store_true", help="then upload and run it (as the push command)")
     add_push_options(build_parser)
@@ -41,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rehearse_parser.add_argument("out_dir", type=Path, help="a build folder (built first when --checkpoint is given)")
     rehearse_parser.add_argument("--challenges", type=Path, required=True, help="Kaggle-layout challenges file")
     rehearse_parser.add_argument("--solutions", type=Path, help="to score the rehearsal's submission")
-    rehearse_parser.add_argument("--checkpoint", type=Path, help="build OUT_DIR first from this exported network")
+    rehearse_parser.add_argument("--checkpoint", type=Path,
+                                 help="build OUT_DIR first from this exported network (or official checkpoint file)")
     add_build_options(rehearse_parser)
     rehearse_parser.add_argument("--time-limit", type=float,
                                  help="the notebook's whole budget in seconds (Kaggle's is 12 h); killed at it")
@@ -79,6 +82,12 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--platform", default=wheelhouse.KAGGLE_PLATFORM, help="platform tag of Kaggle's image")
     parser.add_argument("--find-links", type=Path, help="a local folder of wheels instead of the package index")
     parser.add_argument("--source", type=Path, default=default_source(), help="project root (holds pyproject.toml)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES),
+                        help="official checkpoint without an all_config.yaml beside it: its known config")
+    parser.add_argument("--config", type=Path, dest="official_config",
+                        help="official checkpoint: its all_config.yaml (default: beside it)")
+    parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                        help="official checkpoint: change a config value, e.g. --set H_cycles=4 halt_max_steps=10")
 
 
 def add_push_options(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +101,8 @@ def build_config(args: argparse.Namespace) -> BuildConfig:
     return BuildConfig(out_dir=args.out_dir, checkpoint=args.checkpoint, source=args.source, user=args.user,
                        competition=args.competition, wheels=args.wheels,
                        pythons=tuple(args.pythons or wheelhouse.KAGGLE_PYTHONS), platform=args.platform,
-                       find_links=args.find_links)
+                       find_links=args.find_links, recipe=args.recipe, official_config=args.official_config,
+                       sets=tuple(item for group in args.sets for item in group))
 
 
 def push_config(args: argparse.Namespace) -> PushConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from pretrain.import_official import OfficialImportError, import_checkpoint, is_official_checkpoint
 from submission.kaggle import notebook, wheelhouse
 from submission.kaggle.layout import (CODE_SLUG, DATASET_METADATA, DEFAULT_COMPETITION, KERNEL_SLUG,
                                       USER_PLACEHOLDER, WEIGHT_FILES, WEIGHTS_SLUG, WHEELS_SLUG, Layout,
@@ -20,7 +21,7 @@ from submission.kaggle.layout import (CODE_SLUG, DATASET_METADATA, DEFAULT_COMPE
 @dataclass(frozen=True)
 class BuildConfig:
     out_dir: Path
-    checkpoint: Path  # an exported network folder (python -m pretrain.export)
+    checkpoint: Path  # an exported network folder (python -m pretrain.export), or an official TRM/HRM checkpoint file
     source: Path  # the project root, holding pyproject.toml
     user: str  # Kaggle username owning the datasets and the notebook
     competition: str = DEFAULT_COMPETITION  # a slug of layout.COMPETITIONS
@@ -28,6 +29,11 @@ class BuildConfig:
     pythons: tuple[str, ...] = wheelhouse.KAGGLE_PYTHONS  # a wheel of each binary package for each
     platform: str = wheelhouse.KAGGLE_PLATFORM
     find_links: Path | None = None  # a local folder of wheels instead of the package index
+    # An official checkpoint's config: a named recipe, or its all_config.yaml (default: the one beside
+    # it), then KEY=VALUE changes (see pretrain.import_official).
+    recipe: str | None = None
+    official_config: Path | None = None
+    sets: tuple[str, ...] = ()
 
     def dataset_id(self, slug: str) -> str:
         return f"{self.user}/{slug}"
@@ -49,8 +55,11 @@ def build(config: BuildConfig) -> Layout:
 
 
 def check_checkpoint(checkpoint: Path) -> None:
+    if checkpoint.is_file() and is_official_checkpoint(checkpoint):
+        return
     if not checkpoint.is_dir():
-        raise PackagingError(f"{checkpoint}: no such checkpoint folder (make one with python -m pretrain.export)")
+        raise PackagingError(f"{checkpoint}: neither an exported network folder (python -m pretrain.export) nor "
+                             "a checkpoint file of the official TRM/HRM code")
     for name in WEIGHT_FILES:
         if not (checkpoint / name).is_file():
             raise PackagingError(f"{checkpoint}: no {name}; is this an exported network (python -m pretrain.export)?")
@@ -92,11 +101,21 @@ def build_project_wheel(code: Path) -> None:
 
 
 def weights_from_checkpoint(folder: Path, config: BuildConfig) -> None:
-    """The one place where the checkpoint becomes the weights folder: today an exported network's
-    files are copied as they are. (An official checkpoint file would be converted here, with
-    pretrain.import_official, into the same two files.)"""
-    for name in WEIGHT_FILES:
-        shutil.copy2(config.checkpoint / name, folder / name)
+    """The one place where the checkpoint becomes the weights folder: an exported network's files are
+    copied as they are; an official checkpoint file is imported into the same two files (the network
+    and the puzzle table's mean row, a few tens of MB instead of the file's gigabytes)."""
+    if config.checkpoint.is_file():
+        try:
+            import_checkpoint(config.checkpoint, folder, config=config.official_config, recipe=config.recipe,
+                              sets=config.sets)
+        except OfficialImportError as error:
+            raise PackagingError(f"{config.checkpoint}: {error}") from None
+    else:
+        if config.recipe or config.official_config or config.sets:
+            raise PackagingError("--recipe, --config and --set apply only to a checkpoint file of the official "
+                                 "TRM/HRM code")
+        for name in WEIGHT_FILES:
+            shutil.copy2(config.checkpoint / name, folder / name)
     write_dataset_metadata(folder, config.dataset_id(WEIGHTS_SLUG), "ARC TRM weights")
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
-from arc_data.tasks import Task
+from arc_data.tasks import Task, select
 from submission import kaggle_env
 from submission.config import PRESETS, fresh_model_config
 from submission.finetune import Network
@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one per CPU core)")
     parser.add_argument("--out", type=Path, help="where to write (default submission.json)")
     parser.add_argument("--limit", type=int, help="only the first N tasks (quick checks)")
+    parser.add_argument("--max-side", type=int, metavar="N",
+                        help="only the tasks whose every grid (test outputs included when known) fits N x N "
+                             "(local runs: the file then holds only those tasks)")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help="fine-tuning steps per task, for reproducible runs (default: the preset's; "
+                             "the cpu preset fine-tunes for the whole time share)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -80,7 +86,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def load_tasks(args: argparse.Namespace) -> list[Task]:
     tasks = load_kaggle(args.challenges, args.solutions) if args.challenges else load_bundled(args.dataset, args.split)
-    return tasks[:args.limit] if args.limit else tasks
+    chosen = select(tasks, args.max_side, args.limit or None)
+    if not chosen:
+        raise ArcDataError(f"no task fits {args.max_side} x {args.max_side}")
+    return chosen
 
 
 def load_network(checkpoint: Path | None) -> Network:
@@ -120,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
     config = dataclasses.replace(PRESETS[args.preset](), shard_tasks=max(1, args.shard_tasks))
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()

@@ -6,12 +6,14 @@
 The task gets new puzzle rows (one per augmented version, started at the network's mean row), a
 few steps that train only those rows, then full fine-tuning with the same ``train_step`` as
 pretraining. Then every test input is predicted under as many augmented views as the time share
-allows (the identity first), mapped back and ranked by the configured selector. Nothing here is
+allows (the identity first), mapped back and ranked by the configured selector. How many steps, at
+what learning rate, and how much time inference keeps: ``submission/schedule.py``. Nothing here is
 shared between tasks, so a task can run on any worker and a failure stays inside it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -26,10 +28,9 @@ from pretrain.evaluation import predict, task_views, view_predictions
 from pretrain.learner import Learner, OptimConfig, Slots, train_step
 from pretrain.model import build_model
 from submission.config import FinetuneConfig
+from submission.schedule import FinetuneSchedule, inference_reserve
 from submission.voting import SELECTORS, rank_candidates
 
-# Share of a task's time kept for inference when fine-tuning would use it all.
-INFERENCE_SHARE = 0.3
 # Ranked candidates kept per test input (enough for pass@K reports).
 KEEP_CANDIDATES = 100
 
@@ -113,16 +114,18 @@ def _solve(tasks: list[Task], network: Network, config: FinetuneConfig, device: 
                                                translate=config.translate, seed=config.seed))
     slots = Slots(learner.model, batch, world, canvas)
 
-    finetune_deadline = start + seconds * (1 - INFERENCE_SHARE)
+    finetune_deadline = deadline - _inference_reserve(catalogue.groups, learner, config, canvas, inference_batch,
+                                                      device, seconds)
+    schedule = FinetuneSchedule.for_config(config, len(tasks), time.perf_counter(), finetune_deadline)
     steps = 0
-    while steps < config.steps * len(tasks):
+    while not schedule.done(steps, time.perf_counter()):
         step_start = time.perf_counter()
         if steps == config.embedding_steps:
             learner.optim.train_network = True
+        learner.lr_factor = schedule.lr_factor(steps, step_start)
         train_step(learner, slots, stream)
         steps += 1
-        if time.perf_counter() + (time.perf_counter() - step_start) > finetune_deadline:
-            break
+        schedule.step_took(time.perf_counter() - step_start)
     finetune_seconds = time.perf_counter() - start
 
     outcomes = []
@@ -133,6 +136,19 @@ def _solve(tasks: list[Task], network: Network, config: FinetuneConfig, device: 
         outcome.finetune_steps, outcome.finetune_seconds = steps, finetune_seconds
         outcomes.append(outcome)
     return outcomes
+
+
+def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,
+                       device: torch.device, seconds: float) -> float:
+    """Seconds to keep for predicting every task's views: one batch timed on this canvas, times the batches."""
+    if not math.isfinite(seconds):
+        return 0.0
+    views = [task_views(g.task, g.table, g.first_id, min(config.views, len(g.table)), canvas) for g in groups]
+    batches = sum(math.ceil(len(v.inputs) / inference_batch) for v in views)
+    tick = time.perf_counter()
+    predict(learner.model, learner.puzzles, views[0].inputs[:inference_batch], views[0].puzzle_ids[:inference_batch],
+            inference_batch, device)
+    return inference_reserve(time.perf_counter() - tick, batches)
 
 
 def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,

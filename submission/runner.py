@@ -66,7 +66,8 @@ def _worker(device: str, network: Network, config: FinetuneConfig, jobs, results
         job = jobs.get()
         if job is None:
             return
-        tasks, seconds = job
+        tasks, seconds, sent = job
+        seconds -= time.time() - sent  # the share counts from when it was handed out (a worker may still be starting)
         try:
             outcomes = solve_shard(tasks, network, config, torch.device(device), seconds, dtype)
         except Exception as error:  # a failure stays inside its shard; the run goes on
@@ -104,7 +105,7 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
             while pending and busy < len(processes):
                 share = (deadline - now) * len(processes) / (len(pending) + in_flight)
                 shard, pending = pending[:config.shard_tasks], pending[config.shard_tasks:]
-                jobs.put((shard, min(share, config.max_task_seconds) * len(shard)))
+                jobs.put((shard, min(share, config.max_task_seconds) * len(shard), time.time()))
                 in_flight, busy = in_flight + len(shard), busy + 1
             try:
                 outcomes = results.get(timeout=min(1.0, max(0.05, deadline - time.monotonic())))

@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --max-side and --limit look at the tasks' grids, so they need --challenges with --solutions",
               file=sys.stderr)
         return BAD_INPUT
+    if args.limit is not None and args.limit < 1:
+        print(f"error: --limit must be 1 or more, not {args.limit}", file=sys.stderr)
+        return BAD_INPUT
     if args.report_limit < 0:
         print(f"error: --report-limit must be 0 or more, not {args.report_limit}", file=sys.stderr)
         return BAD_INPUT

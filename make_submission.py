@@ -88,7 +88,7 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
     tasks = load_kaggle(args.challenges, args.solutions) if args.challenges else load_bundled(args.dataset, args.split)
     chosen = select(tasks, args.max_side, args.limit or None)
     if not chosen:
-        raise ArcDataError(f"no task fits {args.max_side} x {args.max_side}")
+        raise ArcDataError(f"no task fits {args.max_side} x {args.max_side}")  # only --max-side can empty it
     return chosen
 
 

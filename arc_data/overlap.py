@@ -2,14 +2,19 @@
 
 ARC's public sets share tasks under different names and in different versions: ARC-AGI-2's
 training split holds 376 of ARC-AGI-1's 400 evaluation tasks (same ids, demonstration pairs
-reordered, a few pairs corrected), and one ARC-AGI-1 training task shares a demonstration pair with
-an evaluation task under another id. Two tasks overlap when they share an id, or share content: any
-example pair (a demonstration pair, or a test input with its known output), compared as grids, so
-the JSON layout, key order and pair order do not matter.
+reordered, a few pairs corrected) and one more as a colour-permuted copy under another id
+(``caa06a1f`` of ``50a16a69``); in ARC-AGI-1 itself, training tasks ``40853293`` and ``caa06a1f``
+share pairs with evaluation tasks ``070dd51e`` and ``50a16a69``. Two tasks overlap when they share an
+id, or share content: any example pair (a demonstration pair, or a test input with its known
+output), compared as grids, so the JSON layout, key order and pair order do not matter. A task
+whose test outputs are hidden is compared by its demonstrations.
 
 Augmented copies count: a pair matches a pair that is one of the 8 dihedral transforms of it with
 its colours 1..9 permuted (0 stays), because pretraining trains on exactly those versions of every
-task; a copy under a transform would teach the network the evaluated task all the same.
+task; a copy under a transform would teach the network the evaluated task all the same. The price
+is an occasional match between different tasks that share one small pair up to colours (ARC-AGI-1
+training tasks ``27a28665`` and ``44f52bb0`` share a 3x3 -> 1x1 pair): the guard refuses rather
+than let a copy through, and ``minus=`` removes such a task.
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ class Overlap:
     def describe(self) -> str:
         if self.by == "id":
             return f"task {self.task_id} is also an evaluated task"
-        return f"task {self.task_id} shares an example pair (up to rotation and colours) with evaluated task {self.other_id}"
+        return (f"task {self.task_id} shares an example pair (up to rotation and colours) with evaluated task "
+                f"{self.other_id}")
 
 
 class TaskIndex:

@@ -121,6 +121,8 @@ def load_source(source: str, solutions: Path | None = None) -> list[Task]:
     tasks = _load_base(base, solutions)
     for name, value in filters:
         tasks = _apply_filter(name, value, tasks, source)
+        if not tasks:
+            raise ArcDataError(f"{source!r}: no task is left after the filter {name}={value}")
     return tasks
 
 

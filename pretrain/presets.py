@@ -106,5 +106,6 @@ def hrm_arc1() -> RunConfig:
 
 
 PRESETS: dict[str, Callable[[], RunConfig]] = {
-    "tiny": tiny, "small-arc": small_arc, "trm-arc1": trm_arc1, "trm-arc2": trm_arc2, "trm-mlp-arc1": trm_mlp_arc1, "hrm-arc1": hrm_arc1,
+    "tiny": tiny, "small-arc": small_arc, "trm-arc1": trm_arc1, "trm-arc2": trm_arc2, "trm-mlp-arc1": trm_mlp_arc1,
+    "hrm-arc1": hrm_arc1,
 }

@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 import torch
 
+from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
 from arc_data.tasks import Task, select
 from pretrain.distributed import default_dtype, pick_device
@@ -71,14 +72,13 @@ def selector_table(tasks, outcomes) -> str:
 SUITES = ("small-arc",)
 
 
-def candidate_hits(tasks: list[Task], ranked_by_task: dict[str, list], ks: tuple[int, ...]) -> dict[str, dict[int, list[bool]]]:
+def candidate_hits(tasks: list[Task], ranked_by_task: dict[str, list], ks: tuple[int, ...]) -> dict[str, dict]:
     """Per task, per k: whether each test output's truth is among its first k ranked candidates."""
     hits = {}
     for task in tasks:
-        ranked = ranked_by_task.get(task.id)
-        keys = [[grid_key(np.array(g, np.uint8)) for g in r] for r in ranked] if ranked else None
-        hits[task.id] = {k: [keys is not None and grid_key(truth) in keys[i][:k] for i, truth in enumerate(task.test_outputs)]
-                         for k in ks}
+        ranked = ranked_by_task.get(task.id) or [[] for _ in task.test_outputs]
+        keys = [[grid_key(np.array(g, np.uint8)) for g in r] for r in ranked]
+        hits[task.id] = {k: [grid_key(truth) in keys[i][:k] for i, truth in enumerate(task.test_outputs)] for k in ks}
     return hits
 
 
@@ -116,16 +116,20 @@ def suite_result(tasks: list[Task], summary: RunSummary, submission_path: Path, 
                         "task_points": score.task_points, "outputs_hit": score.hits},
         "candidates": {f"pass@{k}": pass_rates(hits, k) for k in ks}, "K": k_all,
         "wall_seconds": summary.seconds, "unfinished": summary.unfinished,
-        "worker_seconds_per_task": float(np.mean([o.finetune_seconds + o.inference_seconds for o in outcomes.values()]))
-        if outcomes else None,
+        "worker_seconds_per_task": float(np.mean([o.finetune_seconds + o.inference_seconds
+                                                  for o in outcomes.values()])) if outcomes else None,
         "per_task": [_task_row(task, outcomes.get(task.id), hits[task.id], ks) for task in tasks],
     }
     if settings["compare_selectors"] and outcomes:
-        result["selectors"] = {name: {f"pass@{k}": pass_rates(candidate_hits(tasks, {i: o.ranked_by.get(name)
-                                                                                      for i, o in outcomes.items()}, (k,)), k)
-                                      for k in (1, 2)}
-                               for name in next(iter(outcomes.values())).ranked_by}
+        names = next(iter(outcomes.values())).ranked_by
+        result["selectors"] = {name: selector_rates(tasks, outcomes, name) for name in names}
     return result
+
+
+def selector_rates(tasks: list[Task], outcomes: dict[str, TaskOutcome], name: str) -> dict:
+    """pass@1 and pass@2 of one selector's ranking of the run's predictions."""
+    hits = candidate_hits(tasks, {i: o.ranked_by.get(name) for i, o in outcomes.items()}, (1, 2))
+    return {f"pass@{k}": pass_rates(hits, k) for k in (1, 2)}
 
 
 def _task_row(task: Task, outcome: TaskOutcome | None, hits: dict[int, list[bool]], ks: tuple[int, ...]) -> dict:
@@ -138,26 +142,33 @@ def _task_row(task: Task, outcome: TaskOutcome | None, hits: dict[int, list[bool
     return row
 
 
+MARKDOWN_HEADER = ("| tasks | count | budget per task | network | preset | pass@1 | pass@2 | pass@K "
+                   "| worker-s per task | load before / after |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
 def markdown_row(result: dict) -> str:
-    """One row for docs/BENCHMARKS.md: | split | tasks | budget | network | pass@1 | pass@2 | pass@K | s/task | load |"""
-    s = result["settings"]
-    c, f = result["candidates"], result["pass@2_file"]
-    k = result["K"]
-    load = f"{s['load_before'][0]:.1f} / {s['load_after'][0]:.1f}"
-    return (f"| {s['tasks_label']} | {result['tasks']} ({result['outputs']} outputs) | {s['seconds_per_task']:.0f} s x "
-            f"{s['workers']} workers | {s['network']} | {s['preset']} | {100 * c['pass@1']['per_task']:.2f}% | "
-            f"{100 * f['per_task']:.2f}% ({f['outputs_hit']} of {result['outputs']} outputs) | "
-            f"{100 * c[f'pass@{k}']['per_task']:.2f}% (K={k}) | {result['worker_seconds_per_task'] or 0:.1f} s | "
-            f"{load} |")
+    """One row under ``MARKDOWN_HEADER`` for docs/BENCHMARKS.md (pass@ figures per task, the leaderboard's unit)."""
+    s, c, f, k = result["settings"], result["candidates"], result["pass@2_file"], result["K"]
+    cells = [s["tasks_label"], f"{result['tasks']} ({result['outputs']} outputs)",
+             f"{s['seconds_per_task']:.0f} s x {s['workers']} workers", s["network"], s["preset_label"],
+             f"{100 * c['pass@1']['per_task']:.2f}%",
+             f"{100 * f['per_task']:.2f}% ({f['outputs_hit']} of {result['outputs']} outputs)",
+             f"{100 * c[f'pass@{k}']['per_task']:.2f}% (K={k})", f"{result['worker_seconds_per_task'] or 0:.1f} s",
+             f"{s['load_before'][0]:.1f} / {s['load_after'][0]:.1f}"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def run_suite(args: argparse.Namespace) -> int:
     """``--suite small-arc``: the whole pipeline on a size-selected split at a fixed budget per task."""
-    tasks = suite_tasks(args)
-    if not tasks:
-        print(f"error: no task selected (max side {args.max_side})")
+    try:
+        tasks = suite_tasks(args)
+        network = load_network(args.checkpoint)
+    except (ArcDataError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    network = load_network(args.checkpoint)
+    if not tasks:
+        print(f"error: no task fits {args.max_side} x {args.max_side}", file=sys.stderr)
+        return 2
     config = dataclasses.replace(PRESETS[args.preset](), compare_selectors=args.compare_selectors,
                                  shard_tasks=max(1, args.shard_tasks))
     if args.steps is not None:
@@ -170,6 +181,8 @@ def run_suite(args: argparse.Namespace) -> int:
                 "dataset": args.dataset, "split": args.split, "source": args.source, "max_side": args.max_side,
                 "limit": args.limit, "seconds_per_task": args.seconds_per_task, "workers": workers,
                 "time_limit": time_limit, "preset": args.preset, "finetune": config.to_dict(),
+                "preset_label": args.preset + (f", {args.steps} steps" if args.steps is not None else "")
+                + (f", shards of {config.shard_tasks}" if config.shard_tasks > 1 else ""),
                 "network": args.checkpoint or "fresh", "model": network.config.to_dict(),
                 "compare_selectors": args.compare_selectors, "load_before": os.getloadavg(), **machine()}
     print(f"{len(tasks)} tasks ({label}), {args.seconds_per_task:.0f} worker-seconds each on {workers} workers: "
@@ -197,11 +210,14 @@ def format_suite(result: dict) -> str:
         lines.append(f"selector {name}: pass@1 {100 * scores['pass@1']['per_task']:.2f}%  "
                      f"pass@2 {100 * scores['pass@2']['per_task']:.2f}%")
     lines.append(f"{result['wall_seconds']:.0f} s wall, {len(result['unfinished'])} unfinished")
-    lines.append(markdown_row(result))
+    lines += [MARKDOWN_HEADER, markdown_row(result)]
     return "\n".join(lines)
 
 
 def load_network(checkpoint: str | None) -> Network:
+    if checkpoint and not (Path(checkpoint) / "model.json").exists():
+        raise ArcDataError("is not an exported network (no model.json; see python -m pretrain.export)",
+                           source=checkpoint)
     if not checkpoint:
         return Network.fresh_init(fresh_model_config())
     from pretrain.export import load_exported

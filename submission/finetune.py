@@ -31,6 +31,9 @@ from submission.config import FinetuneConfig
 from submission.schedule import FinetuneSchedule, inference_reserve
 from submission.voting import SELECTORS, rank_candidates
 
+# Views predicted to time inference before fine-tuning (the time scales with the views; a full batch
+# would cost as much as the inference itself on a large canvas).
+PROBE_VIEWS = 4
 # Ranked candidates kept per test input (enough for pass@K reports).
 KEEP_CANDIDATES = 100
 
@@ -114,8 +117,7 @@ def _solve(tasks: list[Task], network: Network, config: FinetuneConfig, device: 
                                                translate=config.translate, seed=config.seed))
     slots = Slots(learner.model, batch, world, canvas)
 
-    finetune_deadline = deadline - _inference_reserve(catalogue.groups, learner, config, canvas, inference_batch,
-                                                      device, seconds)
+    finetune_deadline = deadline - _inference_reserve(catalogue.groups, learner, config, canvas, device, seconds)
     schedule = FinetuneSchedule.for_config(config, len(tasks), time.perf_counter(), finetune_deadline)
     steps = 0
     while not schedule.done(steps, time.perf_counter()):
@@ -138,17 +140,17 @@ def _solve(tasks: list[Task], network: Network, config: FinetuneConfig, device: 
     return outcomes
 
 
-def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,
-                       device: torch.device, seconds: float) -> float:
-    """Seconds to keep for predicting every task's views: one batch timed on this canvas, times the batches."""
+def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, canvas: int, device: torch.device,
+                       seconds: float) -> float:
+    """Seconds to keep for predicting every task's views: a few views timed on this canvas, scaled to all of them."""
     if not math.isfinite(seconds):
         return 0.0
     views = [task_views(g.task, g.table, g.first_id, min(config.views, len(g.table)), canvas) for g in groups]
-    batches = sum(math.ceil(len(v.inputs) / inference_batch) for v in views)
+    probe = views[0].inputs[:PROBE_VIEWS], views[0].puzzle_ids[:PROBE_VIEWS]
     tick = time.perf_counter()
-    predict(learner.model, learner.puzzles, views[0].inputs[:inference_batch], views[0].puzzle_ids[:inference_batch],
-            inference_batch, device)
-    return inference_reserve(time.perf_counter() - tick, batches)
+    predict(learner.model, learner.puzzles, *probe, PROBE_VIEWS, device)
+    seconds_per_view = (time.perf_counter() - tick) / max(1, len(probe[0]))
+    return inference_reserve(seconds_per_view, sum(len(v.inputs) for v in views))
 
 
 def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,

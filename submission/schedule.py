@@ -12,8 +12,8 @@ run is reproducible whatever the machine's speed. With ``config.steps`` None, it
 as fit before the deadline, and the learning rate follows the fraction of the time share spent: the
 warm-up, then the decay, stretch over whatever share the task was given.
 
-The share left for inference is what inference needs: the seconds of one batch of views, measured
-on the task's own canvas, times the batches to predict, with a safety factor.
+The share left for inference is what inference needs: the seconds per view, measured on a few views
+of the task on its own canvas, times the views to predict, with a safety factor.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from submission.config import FinetuneConfig
 
-# Inference reserve = measured seconds per batch x batches x this (decoding and ranking are not in the
-# measured batch; a shared machine also slows down at times).
+# Inference reserve = measured seconds per view x views x this (decoding and ranking are not in the
+# measurement; a shared machine also slows down at times).
 INFERENCE_SAFETY = 1.5
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -69,12 +69,12 @@ class FinetuneSchedule:
 
     def done(self, step: int, now: float) -> bool:
         """Whether to stop before ``step``: the fixed count is reached, or the next step would end past
-        the deadline. The first step always runs."""
+        the deadline (the first step, of unknown length, runs if the deadline is still ahead)."""
         if self.fixed_steps is not None and step >= self.fixed_steps:
             return True
-        return step > 0 and now + self.seconds_per_step > self.deadline
+        return now + self.seconds_per_step > self.deadline
 
 
-def inference_reserve(seconds_per_batch: float, batches: int) -> float:
-    """Seconds to keep back for predicting ``batches`` batches of views."""
-    return INFERENCE_SAFETY * seconds_per_batch * batches
+def inference_reserve(seconds_per_view: float, views: int) -> float:
+    """Seconds to keep back for predicting ``views`` augmented views (test inputs x views per input)."""
+    return INFERENCE_SAFETY * seconds_per_view * views

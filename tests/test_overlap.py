@@ -147,6 +147,7 @@ def test_parts_split_a_source_in_two_by_id():
     ("bundled:arc-agi-1/train,max-side=40", "max-side needs a whole number from 1 to 30"),
     ("bundled:arc-agi-1/train,part=2/2", "part needs K/N with 0 <= K < N"),
     ("bundled:arc-agi-1/train,minus=bundled:arc-agi-9/eval", "unknown dataset"),
+    ("bundled:arc-agi-2/eval,max-side=6", "no task is left after the filter max-side=6"),
 ])
 def test_bad_filters_are_one_line_errors(source, problem):
     with pytest.raises(ArcDataError, match=problem):

@@ -173,7 +173,7 @@ def run_suite(args: argparse.Namespace) -> int:
                                  shard_tasks=max(1, args.shard_tasks))
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
-    workers = args.workers or os.cpu_count() or 1
+    workers = min(args.workers or os.cpu_count() or 1, len(tasks))
     time_limit = args.seconds_per_task * len(tasks) / workers + STOP_MARGIN
     label = args.source or f"{args.dataset} {args.split}"
     settings = {"suite": args.suite, "tasks_label": label + (f", within {args.max_side}x{args.max_side}"

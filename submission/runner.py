@@ -103,7 +103,8 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
             if now >= deadline:
                 break
             while pending and busy < len(processes):
-                share = (deadline - now) * len(processes) / (len(pending) + in_flight)
+                # Never more than the time left: with fewer tasks than workers, a task cannot use the others' time.
+                share = min((deadline - now) * len(processes) / (len(pending) + in_flight), deadline - now)
                 shard, pending = pending[:config.shard_tasks], pending[config.shard_tasks:]
                 jobs.put((shard, min(share, config.max_task_seconds) * len(shard), time.time()))
                 in_flight, busy = in_flight + len(shard), busy + 1

@@ -115,6 +115,17 @@ def test_max_side_selects_the_small_tasks_and_evaluate_scores_the_same(tmp_path)
     assert everything.returncode == 2 and "is missing from the submission (18 tasks missing in all)" in everything.stderr
 
 
+def test_a_task_alone_on_two_workers_gets_no_more_than_the_time_left(tmp_path):
+    """The time-driven cpu preset spends its whole share: a share larger than the time left would be
+    killed at the deadline."""
+    challenges, _ = write_challenges(tmp_path, synthetic_tasks(1, seed=9))
+    out = tmp_path / "submission.json"
+    process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 20, "--workers", 2)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "1 tasks predicted, 0 left with fallback attempts" in stdout
+
+
 def test_a_max_side_no_task_fits_is_one_line(tmp_path):
     process = make_submission("--dataset", "arc-agi-2", "--max-side", 3, "--out", tmp_path / "s.json")
     _, stderr = process.communicate(timeout=60)

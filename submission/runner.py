@@ -5,7 +5,7 @@ a task finishes, so a kill at any moment leaves a valid file holding every finis
 
 One worker process per device (one per GPU; on a CPU, ``--workers`` processes sharing the cores)
 pulls tasks from a queue. Each task gets a time share that adapts to what is left:
-``(time left) x workers / (tasks left)``, capped by the preset; a task stops fine-tuning early to
+``(time left) x workers / (tasks left)``, capped by the preset and by the time left; a task stops fine-tuning early to
 keep time for inference, and inference stops adding views when the share runs out. Smaller tasks go
 first, so when time runs short it is the largest (slowest, least likely solved) tasks that keep
 their fallback attempts. When the deadline arrives, unfinished workers are stopped and the file

@@ -3,6 +3,7 @@
     python evaluate.py submission.json --dataset arc-agi-2 --split eval
     python evaluate.py submission.json --solutions arc-agi_evaluation_solutions.json [--challenges FILE]
     python evaluate.py submission.json --dataset arc-agi-2 --report report/ [--report-limit N]
+    python evaluate.py submission.json --dataset arc-agi-1 --max-side 8      # only the tasks within 8x8
 
 Bad input prints one ``error: ...`` line on stderr and exits with status 2.
 """
@@ -17,7 +18,7 @@ import orjson
 
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle, load_path
-from arc_data.tasks import Task
+from arc_data.tasks import Task, select
 from submission.scoring import DEFAULT_DATASET, Score, format_score, load_truth, score_file
 from submission.writer import SubmissionError, read_submission
 
@@ -34,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Kaggle-layout solutions {task_id: [grid, ...]}; alone, it defines the tasks")
     parser.add_argument("--challenges", type=Path,
                         help="Kaggle challenges file (checked against --solutions), or tasks that carry outputs")
+    parser.add_argument("--max-side", type=int, metavar="N",
+                        help="score only the tasks whose every grid (test outputs included) fits N x N")
+    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N tasks (after --max-side)")
     parser.add_argument("--tasks", action="store_true", help="print the per-task table")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--report", type=Path, metavar="DIR",
@@ -52,12 +56,21 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --report draws the demonstration pairs, so it needs --challenges with --solutions",
               file=sys.stderr)
         return BAD_INPUT
+    if (args.max_side is not None or args.limit is not None) and args.solutions and not args.challenges:
+        print("error: --max-side and --limit look at the tasks' grids, so they need --challenges with --solutions",
+              file=sys.stderr)
+        return BAD_INPUT
+    if args.limit is not None and args.limit < 1:
+        print(f"error: --limit must be 1 or more, not {args.limit}", file=sys.stderr)
+        return BAD_INPUT
     if args.report_limit < 0:
         print(f"error: --report-limit must be 0 or more, not {args.report_limit}", file=sys.stderr)
         return BAD_INPUT
     try:
         truth = load_truth(dataset=args.dataset, split=args.split, solutions=args.solutions,
                            challenges=args.challenges)
+        if args.max_side is not None or args.limit is not None:
+            truth = selected_truth(args, truth)
         score = score_file(args.submission, truth)
     except (ArcDataError, SubmissionError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -69,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.report is not None:
         return write_report_for(args, score)
     return 0
+
+
+def selected_truth(args: argparse.Namespace, truth: dict) -> dict:
+    """The truth of the tasks that ``--max-side`` and ``--limit`` select (arc_data.tasks.select)."""
+    chosen = select(report_tasks(args), args.max_side, args.limit)
+    if not chosen:
+        raise ArcDataError(f"no task fits {args.max_side} x {args.max_side}")
+    return {t.id: truth[t.id] for t in chosen}
 
 
 def report_tasks(args: argparse.Namespace) -> list[Task]:

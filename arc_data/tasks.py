@@ -29,6 +29,11 @@ class Task:
         out = [g for pair in self.train for g in pair] + list(self.test_inputs)
         return out + list(self.test_outputs or ())
 
+    @property
+    def max_side(self) -> int:
+        """The longest side of any of its grids (test outputs included when known)."""
+        return max(max(g.shape) for g in self.grids())
+
     def without_solutions(self) -> "Task":
         return Task(self.id, self.train, self.test_inputs, None)
 
@@ -39,6 +44,18 @@ class Task:
             entry["output"] = grid_to_list(out)
         return {"train": [{"input": grid_to_list(i), "output": grid_to_list(o)} for i, o in self.train],
                 "test": test}
+
+
+def fits(task: Task, side: int) -> bool:
+    """Whether every grid of the task, test outputs included when known, fits a ``side`` x ``side`` square:
+    the one rule that selects tasks by size (``--max-side``, the ``max-side=N`` source filter)."""
+    return task.max_side <= side
+
+
+def select(tasks: list[Task], max_side: int | None = None, limit: int | None = None) -> list[Task]:
+    """The tasks that fit ``max_side`` x ``max_side`` (all when None), then the first ``limit`` of them."""
+    chosen = [t for t in tasks if fits(t, max_side)] if max_side is not None else list(tasks)
+    return chosen[:limit] if limit is not None else chosen
 
 
 def task_from_json(task_id: str, value: object, *, test_outputs: object = None) -> Task:

@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-aug", type=int, help="augmented versions per task")
     parser.add_argument("--train-sources", nargs="+", help="task sources trained on with their test pairs")
     parser.add_argument("--held-out-sources", nargs="*", help="task sources whose test inputs are held out")
+    parser.add_argument("--evaluated-sources", nargs="*",
+                        help="tasks you will evaluate the network on: a training or held-out source that "
+                             "overlaps them (by id or content) is refused")
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
@@ -57,7 +60,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     config.optim = dataclasses.replace(config.optim, **{k: v for k, v in optim.items() if v is not None})
     data = {"num_aug": args.num_aug, "bucket_canvas": True if args.bucket_canvas else None,
             "train_sources": tuple(args.train_sources) if args.train_sources is not None else None,
-            "held_out_sources": tuple(args.held_out_sources) if args.held_out_sources is not None else None}
+            "held_out_sources": tuple(args.held_out_sources) if args.held_out_sources is not None else None,
+            "evaluated_sources": tuple(args.evaluated_sources) if args.evaluated_sources is not None else None}
     config.data = dataclasses.replace(config.data, **{k: v for k, v in data.items() if v is not None})
     return config
 

@@ -10,6 +10,7 @@ preset             parameters  what it is
 ``trm_mlp_arc1``   18,801,666  TRM-MLP: a SwiGLU over the 916-long sequence axis replaces attention
 ``hrm_arc1``       27,276,290  HRM: separate 4-block L and H modules, H_cycles = L_cycles = 2
 ``tiny``           (small)     CPU tests and debugging
+``cpu_small``      (small)     the CPU network: fine-tuned fresh per task, or pretrained on small ARC tasks
 =================  ==========  =============================================================
 
 The puzzle-embedding table is not part of these counts (it lives outside the network, see
@@ -119,6 +120,17 @@ def tiny() -> ModelConfig:
                        puzzle_dim=64, canvas=10, max_steps=4, forward_dtype="float32")
 
 
+def cpu_small() -> ModelConfig:
+    """The network a 2-core CPU fine-tunes per task (fresh, or pretrained with the ``small-arc`` run preset).
+
+    2-D RoPE, so positions mean the same on every bucketed canvas. One supervision step: a fresh
+    network given a few hundred steps learns several times faster per optimizer step without deep
+    supervision (measured on the synthetic flip and colour-map tasks, see docs/BENCHMARKS.md).
+    """
+    return ModelConfig(arch="trm", hidden=64, heads=4, mlp_inner=192, layers=2, T=2, n=2, prefix_tokens=4,
+                       puzzle_dim=64, canvas=30, max_steps=1, pos_encoding="rope2d", forward_dtype="float32")
+
+
 def trm_arc1() -> ModelConfig:
     """TRM-Att as in the paper, with n = 4 as in the official ARC command."""
     return ModelConfig(arch="trm", T=3, n=4)
@@ -141,6 +153,7 @@ def hrm_arc1() -> ModelConfig:
 
 MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
+    "cpu_small": cpu_small,
     "trm_arc1": trm_arc1,
     "trm_arc2": trm_arc2,
     "trm_mlp_arc1": trm_mlp_arc1,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from arc_data.overlap import refuse_overlap
 from arc_data.sources import load_source
 from arc_data.tasks import Task
 from augment.augmentation import Augmentation
@@ -32,6 +33,9 @@ from augment.tables import AugmentationTable, augmentation_table
 class DataConfig:
     train_sources: tuple[str, ...] = ("bundled:arc-agi-1/train",)  # every pair, test pairs included, trains
     held_out_sources: tuple[str, ...] = ("bundled:arc-agi-1/eval",)  # demonstrations train; test inputs held out
+    # Tasks that will be evaluated after pretraining: a training or held-out source that overlaps them
+    # (by id or content, arc_data.overlap) is refused, so they cannot leak into the network.
+    evaluated_sources: tuple[str, ...] = ()
     num_aug: int = 1000  # augmented versions per task (identity included), before deduplication
     translate: bool = True  # a fresh random offset per training pair
     canvas: int = 30  # canvas side of the token rows (the largest canvas when bucketing)
@@ -108,9 +112,13 @@ class PuzzleCatalogue:
 
     @classmethod
     def from_config(cls, config: DataConfig) -> "PuzzleCatalogue":
-        train = [t for s in config.train_sources for t in load_source(s)]
-        held_out = [t for s in config.held_out_sources for t in load_source(s)]
-        return cls(train, held_out, config.num_aug, config.seed, config.canvas, config.bucket_canvas)
+        train = [(s, load_source(s)) for s in config.train_sources]
+        held_out = [(s, load_source(s)) for s in config.held_out_sources]
+        if config.evaluated_sources:
+            evaluated = [t for s in config.evaluated_sources for t in load_source(s)]
+            refuse_overlap(train + held_out, evaluated, config.evaluated_sources)
+        return cls([t for _, ts in train for t in ts], [t for _, ts in held_out for t in ts], config.num_aug,
+                   config.seed, config.canvas, config.bucket_canvas)
 
     def canvases(self) -> list[int]:
         """The distinct canvas sides of the groups, smallest first."""

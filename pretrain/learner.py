@@ -58,11 +58,17 @@ class Learner:
                                    weight_decay=optim.weight_decay, a=1.0, b=1.0)
         self.puzzles = PuzzleEmbedding(num_puzzle_ids, model_config.puzzle_dim, world.device)
         self.step = 0
+        # The next step's learning-rate factor (network and puzzle rows), set by a caller that schedules
+        # it (test-time fine-tuning, submission/schedule.py); None: the warm-up factor.
+        self.lr_factor: float | None = None
         # Halting exploration draws: the same generator on every rank, each rank using its slice.
         self.halt_generator = torch.Generator(world.device).manual_seed(seed)
 
     def warmup_factor(self) -> float:
         return min(1.0, (self.step + 1) / max(1, self.optim.lr_warmup_steps))
+
+    def step_lr_factor(self) -> float:
+        return self.lr_factor if self.lr_factor is not None else self.warmup_factor()
 
     def eval_model(self) -> RecursiveModel:
         """The network used for evaluation and export: the EMA copy when there is one."""
@@ -151,7 +157,7 @@ def train_step(learner: Learner, slots: Slots, source: SampleSource) -> dict[str
     loss, metrics = act_loss(logits, slots.labels.long(), q_logits, halted, slots.steps, optim.global_batch, target)
     loss.backward()
 
-    warm = learner.warmup_factor()
+    warm = learner.step_lr_factor()
     _all_reduce_gradients(model, world)
     if optim.train_network:
         for group in learner.optimizer.param_groups:

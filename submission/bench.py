@@ -5,21 +5,44 @@ fixed number of steps and views (no time limit), and prints fine-tuning and infe
 task, the peak GPU memory, and the projected time for 240 hidden tasks on Kaggle's 4x L4. The
 projection scales a GPU measurement by the ratio of dense bf16 rates (an L4 has about 121 TFLOP/s,
 an H100 SXM about 989, so roughly 1/8); on a CPU it is not made.
+
+``--suite small-arc`` runs what a user runs instead (``run_submission``: worker processes, one
+deadline, time-driven fine-tuning) on a size-selected split at a fixed budget of worker-seconds per
+task, and reports pass@1, pass@2 and pass@K per task and per test output, seconds per task, the
+settings and the machine's load, as JSON (``--json``) and as a Markdown row for docs/BENCHMARKS.md::
+
+    python -m submission.bench --suite small-arc --dataset arc-agi-1 --split train --max-side 8 \
+        --seconds-per-task 80 --json small-arc.json [--compare-selectors] [--shard-tasks N] [--checkpoint DIR]
+
+Tune on the training split; the evaluation split is for reporting.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
+import orjson
 import torch
 
-from arc_data.sources import BUNDLED, load_bundled, load_source
+from arc_data.grids import ArcDataError
+from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
+from arc_data.tasks import Task, select
 from pretrain.distributed import default_dtype, pick_device
 from submission.config import PRESETS, fresh_model_config
-from submission.finetune import Network, solve_shard
+from submission.finetune import Network, TaskOutcome, solve_shard
+from submission.runner import STOP_MARGIN, RunSummary, run_submission
+from submission.scoring import score_submission
 from submission.voting import grid_key
+from submission.writer import read_submission
 
 L4_TFLOPS = 121.0
 GPU_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
@@ -46,7 +69,163 @@ def selector_table(tasks, outcomes) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+SUITES = ("small-arc",)
+
+
+def candidate_hits(tasks: list[Task], ranked_by_task: dict[str, list], ks: tuple[int, ...]) -> dict[str, dict]:
+    """Per task, per k: whether each test output's truth is among its first k ranked candidates."""
+    hits = {}
+    for task in tasks:
+        ranked = ranked_by_task.get(task.id) or [[] for _ in task.test_outputs]
+        keys = [[grid_key(np.array(g, np.uint8)) for g in r] for r in ranked]
+        hits[task.id] = {k: [grid_key(truth) in keys[i][:k] for i, truth in enumerate(task.test_outputs)] for k in ks}
+    return hits
+
+
+def pass_rates(hits: dict[str, dict[int, list[bool]]], k: int) -> dict[str, float]:
+    """pass@k as the mean of the task scores (the leaderboard's unit) and as the share of test outputs hit."""
+    per_task = [float(np.mean(h[k])) for h in hits.values()]
+    outputs = [hit for h in hits.values() for hit in h[k]]
+    return {"per_task": float(np.mean(per_task)), "per_output": float(np.mean(outputs)),
+            "task_points": float(np.sum(per_task)), "outputs_hit": int(np.sum(outputs))}
+
+
+def suite_tasks(args: argparse.Namespace) -> list[Task]:
+    tasks = load_source(args.source) if args.source else load_bundled(args.dataset, args.split)
+    return select(tasks, args.max_side, args.limit)
+
+
+def machine() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent)
+    return {"cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
+            "torch": torch.__version__, "commit": commit.stdout.strip() if commit.returncode == 0 else None}
+
+
+def suite_result(tasks: list[Task], summary: RunSummary, submission_path: Path, settings: dict) -> dict:
+    """Everything a benchmark row needs, from the finished run."""
+    outcomes = summary.outcomes
+    k_all = max([len(r) for o in outcomes.values() for r in o.ranked] + [2])
+    ks = tuple(sorted({1, 2, k_all}))
+    hits = candidate_hits(tasks, {i: o.ranked for i, o in outcomes.items()}, ks)
+    score = score_submission(read_submission(submission_path), tasks)
+    result = {
+        "settings": settings,
+        "tasks": len(tasks), "outputs": sum(len(t.test_outputs) for t in tasks),
+        "pass@2_file": {"per_task": score.pass_at_2, "per_output": score.pass_at_2_per_output,
+                        "task_points": score.task_points, "outputs_hit": score.hits},
+        "candidates": {f"pass@{k}": pass_rates(hits, k) for k in ks}, "K": k_all,
+        "wall_seconds": summary.seconds, "unfinished": summary.unfinished,
+        "worker_seconds_per_task": float(np.mean([o.finetune_seconds + o.inference_seconds
+                                                  for o in outcomes.values()])) if outcomes else None,
+        "per_task": [_task_row(task, outcomes.get(task.id), hits[task.id], ks) for task in tasks],
+    }
+    if settings["compare_selectors"] and outcomes:
+        names = next(iter(outcomes.values())).ranked_by
+        result["selectors"] = {name: selector_rates(tasks, outcomes, name) for name in names}
+    return result
+
+
+def selector_rates(tasks: list[Task], outcomes: dict[str, TaskOutcome], name: str) -> dict:
+    """pass@1 and pass@2 of one selector's ranking of the run's predictions."""
+    hits = candidate_hits(tasks, {i: o.ranked_by.get(name) for i, o in outcomes.items()}, (1, 2))
+    return {f"pass@{k}": pass_rates(hits, k) for k in (1, 2)}
+
+
+def _task_row(task: Task, outcome: TaskOutcome | None, hits: dict[int, list[bool]], ks: tuple[int, ...]) -> dict:
+    row = {"id": task.id, "outputs": len(task.test_outputs), "max_side": task.max_side,
+           **{f"pass@{k}": hits[k] for k in ks}}
+    if outcome is not None:
+        row |= {"steps": outcome.finetune_steps, "views": outcome.views, "canvas": outcome.canvas,
+                "finetune_seconds": outcome.finetune_seconds, "inference_seconds": outcome.inference_seconds,
+                "note": outcome.note}
+    return row
+
+
+MARKDOWN_HEADER = ("| tasks | count | budget per task | network | preset | pass@1 | pass@2 | pass@K "
+                   "| worker-s per task | load before / after |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+def markdown_row(result: dict) -> str:
+    """One row under ``MARKDOWN_HEADER`` for docs/BENCHMARKS.md (pass@ figures per task, the leaderboard's unit)."""
+    s, c, f, k = result["settings"], result["candidates"], result["pass@2_file"], result["K"]
+    cells = [s["tasks_label"], f"{result['tasks']} ({result['outputs']} outputs)",
+             f"{s['seconds_per_task']:.0f} s x {s['workers']} workers", s["network"], s["preset_label"],
+             f"{100 * c['pass@1']['per_task']:.2f}%",
+             f"{100 * f['per_task']:.2f}% ({f['outputs_hit']} of {result['outputs']} outputs)",
+             f"{100 * c[f'pass@{k}']['per_task']:.2f}% (K={k})", f"{result['worker_seconds_per_task'] or 0:.1f} s",
+             f"{s['load_before'][0]:.1f} / {s['load_after'][0]:.1f}"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """``--suite small-arc``: the whole pipeline on a size-selected split at a fixed budget per task."""
+    try:
+        tasks = suite_tasks(args)
+        network = load_network(args.checkpoint)
+    except (ArcDataError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not tasks:
+        print(f"error: no task fits {args.max_side} x {args.max_side}", file=sys.stderr)
+        return 2
+    config = dataclasses.replace(PRESETS[args.preset](), compare_selectors=args.compare_selectors,
+                                 shard_tasks=max(1, args.shard_tasks))
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    workers = min(args.workers or os.cpu_count() or 1, len(tasks))
+    time_limit = args.seconds_per_task * len(tasks) / workers + STOP_MARGIN
+    label = args.source or f"{args.dataset} {args.split}"
+    settings = {"suite": args.suite, "tasks_label": label + (f", within {args.max_side}x{args.max_side}"
+                                                             if args.max_side else ""),
+                "dataset": args.dataset, "split": args.split, "source": args.source, "max_side": args.max_side,
+                "limit": args.limit, "seconds_per_task": args.seconds_per_task, "workers": workers,
+                "time_limit": time_limit, "preset": args.preset, "finetune": config.to_dict(),
+                "preset_label": args.preset + (f", {args.steps} steps" if args.steps is not None else "")
+                + (f", shards of {config.shard_tasks}" if config.shard_tasks > 1 else ""),
+                "network": args.checkpoint or "fresh", "model": network.config.to_dict(),
+                "compare_selectors": args.compare_selectors, "load_before": os.getloadavg(), **machine()}
+    print(f"{len(tasks)} tasks ({label}), {args.seconds_per_task:.0f} worker-seconds each on {workers} workers: "
+          f"time limit {time_limit:.0f} s; load average {settings['load_before'][0]:.2f}")
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(args.submission or Path(folder) / "submission.json")
+        summary = run_submission(tasks, network, config, out, time_limit, workers, quiet=True)
+        settings["load_after"] = os.getloadavg()
+        result = suite_result(tasks, summary, out, settings)
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    print(format_suite(result))
+    return 0
+
+
+def format_suite(result: dict) -> str:
+    lines = [f"{row['id']}: pass@2 {np.mean(row['pass@2']):.2f}, {row.get('steps', 0)} steps, "
+             f"{row.get('finetune_seconds', 0):.1f} + {row.get('inference_seconds', 0):.1f} s"
+             for row in result["per_task"]]
+    c, f = result["candidates"], result["pass@2_file"]
+    lines.append(f"pass@2 {100 * f['per_task']:.2f}% per task ({f['task_points']:.2f} of {result['tasks']}), "
+                 f"{f['outputs_hit']} of {result['outputs']} outputs; "
+                 + "  ".join(f"{name} {100 * v['per_task']:.2f}%" for name, v in c.items()) + " (candidates)")
+    for name, scores in result.get("selectors", {}).items():
+        lines.append(f"selector {name}: pass@1 {100 * scores['pass@1']['per_task']:.2f}%  "
+                     f"pass@2 {100 * scores['pass@2']['per_task']:.2f}%")
+    lines.append(f"{result['wall_seconds']:.0f} s wall, {len(result['unfinished'])} unfinished")
+    lines += [MARKDOWN_HEADER, markdown_row(result)]
+    return "\n".join(lines)
+
+
+def load_network(checkpoint: str | None) -> Network:
+    if checkpoint and not (Path(checkpoint) / "model.json").exists():
+        raise ArcDataError("is not an exported network (no model.json; see python -m pretrain.export)",
+                           source=checkpoint)
+    if not checkpoint:
+        return Network.fresh_init(fresh_model_config())
+    from pretrain.export import load_exported
+    model, mean = load_exported(checkpoint)
+    return Network(model.config, model.state_dict(), mean, fresh=False)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m submission.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--dataset", choices=sorted(BUNDLED), default="arc-agi-2")
@@ -59,20 +238,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, default=5)
     parser.add_argument("--checkpoint", help="exported network (default: a fresh one)")
     parser.add_argument("--device")
+    parser.add_argument("--suite", choices=SUITES, help="run the whole pipeline on a split (see above)")
+    parser.add_argument("--split", choices=SPLITS, default="eval", help="suite: split of --dataset")
+    parser.add_argument("--max-side", type=int, help="suite: only tasks whose every grid fits N x N")
+    parser.add_argument("--limit", type=int, help="suite: only the first N selected tasks")
+    parser.add_argument("--seconds-per-task", type=float, default=80.0, help="suite: worker-seconds per task")
+    parser.add_argument("--workers", type=int, help="suite: worker processes (default one per CPU core)")
+    parser.add_argument("--json", help="suite: write the result here")
+    parser.add_argument("--submission", help="suite: keep the submission file here")
     args = parser.parse_args(argv)
+    if args.suite:
+        return run_suite(args)
 
     device = pick_device(args.device)
     dtype = default_dtype(device)
-    if args.checkpoint:
-        from pretrain.export import load_exported
-        model, mean = load_exported(args.checkpoint)
-        network = Network(model.config, model.state_dict(), mean, fresh=False)
-    else:
-        network = Network.fresh_init(fresh_model_config())
+    network = load_network(args.checkpoint)
     config = dataclasses.replace(PRESETS[args.preset](), max_task_seconds=float("inf"),
                                  compare_selectors=args.compare_selectors)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
+    if config.steps is None:
+        parser.error(f"preset {args.preset} fine-tunes for a time share; give --steps (or use --suite)")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rows = []
@@ -102,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
               f"(this GPU's time x {scale:.1f}, the ratio of dense bf16 rates)")
     else:
         print("projected on Kaggle: not made (needs a measurement on a known GPU)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

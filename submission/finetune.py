@@ -6,7 +6,8 @@
 The task gets new puzzle rows (one per augmented version, started at the network's mean row), a
 few steps that train only those rows, then full fine-tuning with the same ``train_step`` as
 pretraining. Then every test input is predicted under as many augmented views as the time share
-allows (the identity first), mapped back and ranked by the configured selector. Nothing here is
+allows (the identity first), mapped back and ranked by the configured selector. How many steps, at
+what learning rate, and how much time inference keeps: ``submission/schedule.py``. Nothing here is
 shared between tasks, so a task can run on any worker and a failure stays inside it.
 
 The two phases share one deadline, fixed when the shard starts. Each phase that runs out of GPU
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -33,10 +35,12 @@ from pretrain.evaluation import predict, task_views, view_predictions
 from pretrain.learner import Learner, OptimConfig, Slots, train_step
 from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig
+from submission.schedule import FinetuneSchedule, inference_reserve
 from submission.voting import SELECTORS, rank_candidates
 
-# Share of a task's time kept for inference when fine-tuning would use it all.
-INFERENCE_SHARE = 0.3
+# Views predicted to time inference before fine-tuning (the time scales with the views; a full batch
+# would cost as much as the inference itself on a large canvas).
+PROBE_VIEWS = 4
 # Ranked candidates kept per test input (enough for pass@K reports).
 KEEP_CANDIDATES = 100
 # Runs of a phase that runs out of GPU memory: the configured batch, then half, then a quarter.
@@ -114,13 +118,12 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
     network = network.with_overrides(config.model_overrides)
     start = time.perf_counter()
     deadline = start + seconds
-    finetune_deadline = start + seconds * (1 - INFERENCE_SHARE)
     canvas = max(task_canvas(t, network, config) for t in tasks)
     hidden = [t.without_solutions() for t in tasks]
     catalogue = PuzzleCatalogue([], hidden, config.num_aug, config.seed)
 
     tuned, batch = _halving_on_oom(
-        lambda b: _finetune(len(tasks), network, config, catalogue, canvas, b, device, dtype, finetune_deadline),
+        lambda b: _finetune(len(tasks), network, config, catalogue, canvas, b, device, dtype, deadline),
         config.batch, device)
     finetune_seconds = time.perf_counter() - start
     if tuned is None:
@@ -179,9 +182,10 @@ def _build_model(network: Network, device: torch.device, dtype: torch.dtype) -> 
 
 
 def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, canvas: int,
-              batch: int, device: torch.device, dtype: torch.dtype, finetune_deadline: float) -> _Tuned:
-    """A fresh copy of the network, fine-tuned on the catalogue's tasks at ``batch`` until
-    ``config.steps`` per task or the deadline (at least one step)."""
+              batch: int, device: torch.device, dtype: torch.dtype, deadline: float) -> _Tuned:
+    """A fresh copy of the network, fine-tuned on the catalogue's tasks at ``batch`` for ``config.steps``
+    per task, or (steps None) as long as the time before ``deadline`` allows once inference's share
+    is kept back; the learning rate follows ``submission.schedule``."""
     world = World(rank=0, size=1, local_rank=0, device=device)
     model = _build_model(network, device, dtype)
     # The micro-batch goes here once OptimConfig has one: a retry then halves it and keeps the batch.
@@ -194,16 +198,32 @@ def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogu
                                                translate=config.translate, seed=config.seed))
     slots = Slots(learner.model, batch, world, canvas)
 
+    finetune_deadline = deadline - _inference_reserve(catalogue.groups, learner, config, canvas, device,
+                                                      deadline - time.perf_counter())
+    schedule = FinetuneSchedule.for_config(config, num_tasks, time.perf_counter(), finetune_deadline)
     steps = 0
-    while steps < config.steps * num_tasks:
+    while not schedule.done(steps, time.perf_counter()):
         step_start = time.perf_counter()
         if steps == config.embedding_steps:
             learner.optim.train_network = True
+        learner.lr_factor = schedule.lr_factor(steps, step_start)
         train_step(learner, slots, stream)
         steps += 1
-        if time.perf_counter() + (time.perf_counter() - step_start) > finetune_deadline:
-            break
+        schedule.step_took(time.perf_counter() - step_start)
     return _Tuned(learner, steps)
+
+
+def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, canvas: int, device: torch.device,
+                       seconds: float) -> float:
+    """Seconds to keep for predicting every task's views: a few views timed on this canvas, scaled to all of them."""
+    if not math.isfinite(seconds):
+        return 0.0
+    views = [task_views(g.task, g.table, g.first_id, min(config.views, len(g.table)), canvas) for g in groups]
+    probe = views[0].inputs[:PROBE_VIEWS], views[0].puzzle_ids[:PROBE_VIEWS]
+    tick = time.perf_counter()
+    predict(learner.model, learner.puzzles, *probe, PROBE_VIEWS, device)
+    seconds_per_view = (time.perf_counter() - tick) / max(1, len(probe[0]))
+    return inference_reserve(seconds_per_view, sum(len(v.inputs) for v in views), seconds)
 
 
 def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,

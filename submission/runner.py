@@ -5,7 +5,7 @@ a task finishes, so a kill at any moment leaves a valid file holding every finis
 
 One worker process per device (one per GPU; on a CPU, ``--workers`` processes sharing the cores)
 takes shards of tasks one at a time. Each task gets a time share that adapts to what is left:
-``(time left) x workers / (tasks left)``, capped by the preset; a task stops fine-tuning early to
+``(time left) x workers / (tasks left)``, capped by the preset and by the time left; a task stops fine-tuning early to
 keep time for inference, and inference stops adding views when the share runs out. Smaller tasks go
 first, so when time runs short it is the largest (slowest, least likely solved) tasks that keep
 their fallback attempts. When the deadline arrives, unfinished workers are stopped and the file
@@ -114,7 +114,8 @@ def _worker(name: str, device_name: str, network: Network, config: FinetuneConfi
 
     log(f"pid {os.getpid()}, {memory_line(device)}")
     while (job := conn.recv()) is not None:
-        tasks, seconds = job
+        tasks, seconds, sent = job
+        seconds -= time.time() - sent  # the share counts from when it was handed out (a worker may still be starting)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         outcomes, broken = _solve_safely(solve, tasks, network, config, device, seconds, dtype, log)
@@ -222,7 +223,7 @@ class _Pool:
     def send(self, worker: _Worker, shard: _Shard, seconds: float) -> bool:
         """Hand a shard to an idle worker; False if the worker is already gone."""
         try:
-            worker.conn.send((shard.tasks, seconds))
+            worker.conn.send((shard.tasks, seconds, time.time()))
         except OSError:  # a broken pipe: it died; wait() reports the death
             return False
         worker.shard, shard.starts = shard, shard.starts + 1

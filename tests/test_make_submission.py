@@ -89,11 +89,48 @@ def test_one_and_two_workers_agree(tmp_path):
     outputs = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}.json"
-        process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 600, "--workers", workers)
+        process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 600, "--workers", workers,
+                                  "--steps", 40)
         _, stderr = process.communicate(timeout=900)
         assert process.returncode == 0, stderr
         outputs.append(orjson.loads(out.read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+def test_max_side_selects_the_small_tasks_and_evaluate_scores_the_same(tmp_path):
+    out = tmp_path / "submission.json"
+    process = make_submission("--dataset", "arc-agi-1", "--split", "eval", "--max-side", 8, "--limit", 3,
+                              "--time-limit", 10, "--out", out)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert stdout.splitlines()[1].startswith("3 tasks,")
+    chosen = [t for t in load_bundled("arc-agi-1", "eval") if t.max_side <= 8][:3]
+    assert sorted(orjson.loads(out.read_bytes())) == sorted(t.id for t in chosen)
+    scored = subprocess.run([sys.executable, "evaluate.py", str(out), "--dataset", "arc-agi-1", "--max-side", "8",
+                             "--limit", "3", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert scored.returncode == 0, scored.stderr
+    assert [t["task_id"] for t in orjson.loads(scored.stdout)["per_task"]] == [t.id for t in chosen]
+    everything = subprocess.run([sys.executable, "evaluate.py", str(out), "--dataset", "arc-agi-1", "--max-side", "8"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert everything.returncode == 2 and "is missing from the submission (18 tasks missing in all)" in everything.stderr
+
+
+def test_a_task_alone_on_two_workers_gets_no_more_than_the_time_left(tmp_path):
+    """The time-driven cpu preset spends its whole share: a share larger than the time left would be
+    killed at the deadline."""
+    challenges, _ = write_challenges(tmp_path, synthetic_tasks(1, seed=9))
+    out = tmp_path / "submission.json"
+    process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 20, "--workers", 2)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "1 tasks predicted, 0 left with fallback attempts" in stdout
+
+
+def test_a_max_side_no_task_fits_is_one_line(tmp_path):
+    process = make_submission("--dataset", "arc-agi-2", "--max-side", 3, "--out", tmp_path / "s.json")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 2 and stderr.strip() == "error: no task fits 3 x 3"
+    assert not (tmp_path / "s.json").exists()
 
 
 def test_a_checkpoint_that_is_not_an_export_is_one_line(tmp_path):

@@ -30,6 +30,7 @@ EXPECTED = {
     # tiny: hidden 64, SwiGLU inner 192: block 64x192 + 64x64 + 64x384 + 192x64 = 53,248; x2, plus
     # embedding 12x64, lm_head 64x12, q_head 64x2+2.
     "tiny": 2 * 53_248 + 768 + 768 + 130,
+    "cpu_small": 2 * 53_248 + 768 + 768 + 130,  # the tiny network's shapes; canvas, RoPE and steps differ
 }
 
 

@@ -1,0 +1,86 @@
+"""How long a task fine-tunes and at what learning rate: the time share is the knob.
+
+    schedule = FinetuneSchedule(config, tasks=1, start=now, deadline=finetune_deadline)
+    while not schedule.done(step, now):
+        learner.lr_factor = schedule.lr_factor(step, now)
+        ...one train_step...
+        schedule.step_took(seconds)
+
+Two modes. With ``config.steps`` set, a task runs exactly that many steps (times the tasks of a
+shard; fewer only if the deadline comes first) and the learning rate follows the step count, so a
+run is reproducible whatever the machine's speed. With ``config.steps`` None, it runs as many steps
+as fit before the deadline, and the learning rate follows the fraction of the time share spent: the
+warm-up, then the decay, stretch over whatever share the task was given.
+
+The share left for inference is what inference needs: the seconds per view, measured on a few views
+of the task on its own canvas, times the views to predict, with a safety factor, and never more
+than half the time left.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from submission.config import FinetuneConfig
+
+# Inference reserve = measured seconds per view x views x this (decoding and ranking are not in the
+# measurement; a shared machine also slows down at times).
+INFERENCE_SAFETY = 1.5
+# Inference never keeps more than this share of the time left: where predicting every view would
+# take longer, fewer views are predicted (inference stops at the deadline) rather than the network
+# going without fine-tuning.
+MAX_INFERENCE_SHARE = 0.5
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class FinetuneSchedule:
+    fixed_steps: int | None  # None: as many steps as fit before the deadline
+    warmup_steps: int  # linear warm-up over the first steps
+    decay: str  # "constant" (after warm-up) or "cosine" (down to floor x lr at the end of the share)
+    floor: float  # the cosine's final factor
+    start: float  # time.perf_counter() at the start of fine-tuning
+    deadline: float  # when the last step must have finished
+    seconds_per_step: float = 0.0  # the latest step's duration
+
+    @classmethod
+    def for_config(cls, config: FinetuneConfig, tasks: int, start: float, deadline: float) -> "FinetuneSchedule":
+        if config.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}")
+        fixed = config.steps * tasks if config.steps is not None else None
+        if fixed is None and not math.isfinite(deadline):
+            raise ValueError("fine-tuning by the time share needs a finite share; give a number of steps")
+        return cls(fixed, config.warmup_steps, config.lr_schedule, config.lr_floor, start, deadline)
+
+    def progress(self, step: int, now: float) -> float:
+        """How far through fine-tuning ``step`` is, 0 to 1: by steps when fixed, else by time."""
+        if self.fixed_steps is not None:
+            return min(1.0, step / max(1, self.fixed_steps))
+        if not math.isfinite(self.deadline):
+            return 0.0
+        return min(1.0, max(0.0, (now - self.start) / max(1e-9, self.deadline - self.start)))
+
+    def lr_factor(self, step: int, now: float) -> float:
+        """The learning-rate factor of the next step (network and puzzle rows alike)."""
+        warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
+        if self.decay == "constant":
+            return warm
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress(step, now)))
+        return warm * (self.floor + (1 - self.floor) * cosine)
+
+    def step_took(self, seconds: float) -> None:
+        self.seconds_per_step = seconds
+
+    def done(self, step: int, now: float) -> bool:
+        """Whether to stop before ``step``: the fixed count is reached, or the next step would end past
+        the deadline (the first step, of unknown length, runs if the deadline is still ahead)."""
+        if self.fixed_steps is not None and step >= self.fixed_steps:
+            return True
+        return now + self.seconds_per_step > self.deadline
+
+
+def inference_reserve(seconds_per_view: float, views: int, seconds_left: float = math.inf) -> float:
+    """Seconds to keep back for predicting ``views`` augmented views (test inputs x views per input),
+    at most ``MAX_INFERENCE_SHARE`` of ``seconds_left``."""
+    return min(INFERENCE_SAFETY * seconds_per_view * views, MAX_INFERENCE_SHARE * seconds_left)

@@ -361,14 +361,14 @@ class RecursiveModel(nn.Module):
 
     # -- compilation ----------------------------------------------------------------------------
 
-    def compile_step(self, recompile_limit: int = 64) -> None:
+    def compile_step(self, backend: str = "inductor", recompile_limit: int = 64) -> None:
         """torch.compile the supervision step with static shapes: one graph per (canvas, batch,
         train/eval, grad mode), each compiled once. The canvas side and RoPE tables are settled
         in eager code before the call, so nothing in the graph depends on a symbolic size."""
         # Every canvas, micro-batch and mode is its own graph of the same function: allow enough.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, recompile_limit)
         # Compiled as a plain function of (model, tensors) so a deep copy (the EMA) compiles alike.
-        self._compiled_step = torch.compile(type(self).supervision_step, dynamic=False)
+        self._compiled_step = torch.compile(type(self).supervision_step, backend=backend, dynamic=False)
 
     @property
     def compiled(self) -> bool:

@@ -65,23 +65,29 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def setup_world(device: str | None = None) -> World:
-    """Read torchrun's environment; start the process group when there is more than one rank.
+def rank_device(requested: torch.device, local_rank: int, world_size: int) -> tuple[torch.device, str | None]:
+    """The device of a rank and, when the request was overridden, why.
 
-    Under torchrun each rank uses the GPU of its local rank: a ``device`` naming one GPU
-    ("cuda:0") is ignored there, with a message, so ranks never share a GPU by accident.
+    One process: the request as given (a bare "cuda" means cuda:0). Under torchrun each rank takes
+    the GPU of its local rank; a request naming one GPU ("cuda:0") is ignored, so ranks never end up
+    sharing a GPU.
     """
+    if requested.type != "cuda":
+        return requested, None
+    if world_size > 1 and requested.index is not None:
+        return (torch.device("cuda", local_rank),
+                f"--device {requested} is ignored under torchrun: each rank uses cuda:<local rank>")
+    return (requested if requested.index is not None else torch.device("cuda", local_rank)), None
+
+
+def setup_world(device: str | None = None) -> World:
+    """Read torchrun's environment; start the process group when there is more than one rank."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = pick_device(device)
-    if chosen.type == "cuda" and chosen.index is not None and size > 1:
-        if rank == 0:
-            print(f"note: --device {device} is ignored under torchrun: each rank uses cuda:<local rank>",
-                  file=sys.stderr)
-        chosen = torch.device("cuda")
-    if chosen.type == "cuda" and chosen.index is None:
-        chosen = torch.device("cuda", local_rank)
+    chosen, note = rank_device(pick_device(device), local_rank, size)
+    if note and rank == 0:
+        print(f"note: {note}", file=sys.stderr)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     if size > 1 and not dist.is_initialized():

@@ -80,8 +80,8 @@ class PuzzleEmbedding:
 
     @property
     def on_host(self) -> bool:
-        """True when the table lives in host memory apart from the device its rows are used on."""
-        return self.storage == "host" and self.device.type != "cpu"
+        """True when the table lives in host memory (on a CPU-only run that is the device itself)."""
+        return self.storage == "host"
 
     def _place(self, table: Tensor) -> Tensor:
         if self.storage == "device":
@@ -91,7 +91,7 @@ class PuzzleEmbedding:
 
     def device_bytes(self) -> int:
         """Bytes of the table held on the compute device between steps."""
-        return 0 if self.on_host else self.weight.nbytes
+        return self.weight.nbytes if self.weight.device == self.device else 0
 
     @property
     def num_ids(self) -> int:

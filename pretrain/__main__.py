@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the supervision step (default: on CUDA, not on a CPU)")
     parser.add_argument("--micro-batch", type=_micro_batch,
-                        help="samples per forward/backward pass, gradients accumulated over the batch: N or "
-                             "'auto' (the most that fit the device; the paper presets' default)")
+                        help="samples per forward/backward pass on each rank, gradients accumulated over the "
+                             "batch: N or 'auto' (the most that fit the device; the paper presets' default)")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="recompute each network call in backward instead of keeping its activations")
     parser.add_argument("--puzzle-table", choices=("device", "host"),
@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ArcDataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except MemoryError as error:  # not even one sample per micro-batch fits the device
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:
         teardown_world()
     return 0

@@ -124,7 +124,9 @@ def auto_micro_batch(model_config: ModelConfig, side: int, batch: int, device: t
 
     On a GPU the budget is ``FREE_MEMORY_SHARE`` of the free memory now (call it once the learner and
     its batch slots are allocated) and the bytes per sample are measured on the device with a probe
-    network of the same shape. On a CPU without an explicit ``budget_bytes`` the whole batch is used;
+    network of the same shape, run eagerly: a compiled step may keep a little more or less, which
+    the share of free memory left over has to cover (to be checked on a GPU: the report's compiled
+    rows give peak memory next to the micro-batch chosen). On a CPU without an explicit ``budget_bytes`` the whole batch is used;
     with one, the bytes saved for backward are measured instead (how the tests check the choice).
     The result divides ``batch`` so every micro-batch has the same shape.
     """
@@ -133,7 +135,9 @@ def auto_micro_batch(model_config: ModelConfig, side: int, batch: int, device: t
         return batch
     if budget_bytes is None:
         free, _ = torch.cuda.mem_get_info(device)
-        budget_bytes = FREE_MEMORY_SHARE * free
+        # Blocks the caching allocator holds but does not use are free for this process too.
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        budget_bytes = FREE_MEMORY_SHARE * (free + cached)
     probe = build_model(model_config, dtype=dtype, device=device)
     probe.activation_checkpointing = activation_checkpointing
     cost = measure_bytes_per_sample(probe, side)
@@ -145,6 +149,39 @@ def auto_micro_batch(model_config: ModelConfig, side: int, batch: int, device: t
         raise MemoryError(f"one sample on a {side}x{side} canvas needs about {cost.per_sample / 2**20:.0f} MiB "
                           f"plus {cost.fixed / 2**20:.0f} MiB, more than the {budget_bytes / 2**20:.0f} MiB available")
     return largest_divisor_at_most(batch, fit)
+
+
+def compiled_weight_casts(config: ModelConfig, side: int, dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
+    """Casts of parameters in the compiled forward graph of one training supervision step.
+
+    Traced with AOT autograd (no code generation) so it runs anywhere: ``casts`` cast nodes that
+    read a parameter, of ``weights`` distinct parameters, moving ``bytes`` (read fp32, write the
+    compute dtype). Inductor keeps these nodes as they are (a matrix product cannot fuse its
+    operand's cast), so this is what the compiled step does.
+    """
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    found: dict[str, int] = {}
+
+    def forward_compiler(graph_module, example_inputs):
+        inputs = {node: value for node, value in zip(
+            (n for n in graph_module.graph.nodes if n.op == "placeholder"), example_inputs)}
+        casts = [n for n in graph_module.graph.nodes if n.op == "call_function" and n.args and n.args[0] in inputs
+                 and ("convert_element_type" in str(n.target) or "_to_copy" in str(n.target))
+                 and inputs[n.args[0]].dtype == torch.float32 and inputs[n.args[0]].numel() > 1]
+        found.update(casts=len(casts), weights=len({n.args[0] for n in casts}),
+                     bytes=sum(inputs[n.args[0]].numel() * (4 + dtype.itemsize) for n in casts))
+        return make_boxed_func(graph_module.forward)
+
+    torch._dynamo.reset()
+    model = build_model(config, dtype=dtype)
+    model.compile_step(backend=aot_autograd(fw_compiler=forward_compiler,
+                                            bw_compiler=lambda graph_module, _: make_boxed_func(graph_module.forward)))
+    loss, _ = _training_step(model, side, 1, seed=0)
+    loss.backward()
+    torch._dynamo.reset()
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,8 +204,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="run T=1: the first T-1 cycles run without gradient and save nothing, so the "
                              "count is the same and a CPU gets there T times sooner")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--weight-casts", action="store_true",
+                        help="instead: count the parameter casts in the compiled step's forward graph")
     args = parser.parse_args(argv)
     config = MODEL_PRESETS[args.model]().replace(pos_encoding="rope2d")
+    if args.weight_casts:
+        casts = compiled_weight_casts(config.replace(canvas=max(args.canvas[0], config.canvas)), args.canvas[0],
+                                      getattr(torch, args.dtype))
+        calls = config.T * (config.n + 1) * (2 if config.arch == "hrm" else 1)
+        print(json.dumps(casts) if args.json else
+              f"{args.model} {args.dtype}: {casts['casts']} parameter casts of {casts['weights']} parameters in the "
+              f"compiled forward of one supervision step ({calls} network calls), "
+              f"{casts['bytes'] / 2**20:.1f} MiB moved")
+        return 0
     if args.last_cycle_only:
         config = config.replace(T=1)
     dtype = getattr(torch, args.dtype)

@@ -31,7 +31,7 @@ def test_gpu_report_on_a_cpu_marks_gpu_rows_unmeasured(tmp_path):
     assert measured["fine-tuning"]["data"]["steps"] >= 1 and measured["fine-tuning"]["data"]["views"] >= 1
     markdown = (out / "report.md").read_text()
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
-    assert len(table) == len(rows) + 1  # one table: a header and one line per row
+    assert len(table) == len(rows) + 2  # one table: a header, its rule and one line per row
     assert markdown.count("| unmeasured |") == len(unmeasured) == 5
 
 

@@ -244,7 +244,7 @@ def puzzle_table_rows(report: Report, catalogue: PuzzleCatalogue) -> None:
 def finetune_rows(report: Report, size: Size, preset: str, on_gpu: bool) -> None:
     """Parts 5 and 6: seconds per task of test-time fine-tuning and inference, and the projection."""
     from submission.config import PRESETS as FINETUNE_PRESETS, fresh_model_config
-    from submission.finetune import Network, solve_task
+    from submission.finetune import Network, solve_task, task_canvas
     from submission.runner import task_size
 
     device, dtype = report.world.device, default_dtype(report.world.device)
@@ -267,11 +267,9 @@ def finetune_rows(report: Report, size: Size, preset: str, on_gpu: bool) -> None
     def run():
         if on_gpu:  # compile each canvas's graphs in an untimed warm-up with the same shapes
             warm = dataclasses.replace(config, steps=2, embedding_steps=1, views=1)
-            seen = set()
-            for task in tasks:
-                outcome = solve_task(task, network, warm, device, float("inf"), dtype)
-                if outcome.canvas not in seen:
-                    seen.add(outcome.canvas)
+            firsts = {task_canvas(task, network, config): task for task in tasks}
+            for task in firsts.values():
+                solve_task(task, network, warm, device, float("inf"), dtype)
         start = time.perf_counter()
         for task in tasks:
             if time.perf_counter() - start > size.part_budget_s:

@@ -75,10 +75,12 @@ class Learner:
         self.model = model if model is not None else build_model(model_config, dtype, seed, world.device)
         self.model.activation_checkpointing = optim.activation_checkpointing
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if optim.ema_decay > 0 else None
-        if compile if compile is not None else world.device.type == "cuda":
-            for network in (self.model, self.ema):
-                if network is not None:
-                    network.compile_step()
+        if compile is None:
+            compile = world.device.type == "cuda"  # compiled on GPUs, eager on a CPU
+        if compile:
+            self.model.compile_step()
+            if self.ema is not None:
+                self.ema.compile_step()
         # AdamATan2 with a = b = 1: the update is exactly atan2(m_hat, sqrt(v_hat)), no epsilon.
         self.optimizer = AdamAtan2(self.model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2),
                                    weight_decay=optim.weight_decay, a=1.0, b=1.0)

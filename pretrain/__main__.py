@@ -41,22 +41,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "overlaps them (by id or content) is refused")
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--checkpoint-every", type=int)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the supervision step (default: on CUDA, not on a CPU)")
+    parser.add_argument("--micro-batch", type=_micro_batch,
+                        help="samples per forward/backward pass on each rank, gradients accumulated over the "
+                             "batch: N or 'auto' (the most that fit the device; the paper presets' default)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute each network call in backward instead of keeping its activations")
+    parser.add_argument("--puzzle-table", choices=("device", "host"),
+                        help="where the puzzle-embedding table lives (default device; host: pinned host memory, "
+                             "only the rows of a step on the device)")
     parser.add_argument("--bucket-canvas", action="store_true",
                         help="train each task at the smallest canvas that holds it (needs --pos-encoding rope2d)")
     parser.add_argument("--pos-encoding", choices=("rope1d", "rope2d"), help="position encoding of the network")
     return parser.parse_args(argv)
 
 
+def _micro_batch(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return int(text)
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     config = PRESETS[args.preset]()
     top = {"steps": args.steps, "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every}
     config = dataclasses.replace(config, **{k: v for k, v in top.items() if v is not None})
-    if args.compile:
-        config.compile = True
+    if args.compile is not None:
+        config.compile = args.compile
+    if args.puzzle_table:
+        config.puzzle_storage = args.puzzle_table
     if args.pos_encoding:
         config.model = config.model.replace(pos_encoding=args.pos_encoding)
-    optim = {"global_batch": args.global_batch, "lr": args.lr}
+    optim = {"global_batch": args.global_batch, "lr": args.lr, "micro_batch": args.micro_batch,
+             "activation_checkpointing": True if args.activation_checkpointing else None}
     config.optim = dataclasses.replace(config.optim, **{k: v for k, v in optim.items() if v is not None})
     data = {"num_aug": args.num_aug, "bucket_canvas": True if args.bucket_canvas else None,
             "train_sources": tuple(args.train_sources) if args.train_sources is not None else None,
@@ -90,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ArcDataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except MemoryError as error:  # not even one sample per micro-batch fits the device
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:
         teardown_world()
     return 0

@@ -9,11 +9,14 @@ memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak RSS).
 
 The data are synthetic tasks (``arc_data.synthetic``) on the chosen canvas, so any canvas side works
 and nothing is downloaded; throughput does not depend on what the grids contain. ``--canvas 16``
-or ``20`` measures a smaller canvas (shorter sequences) as a proxy for canvas bucketing.
+or ``20`` measures a smaller canvas (shorter sequences) as a proxy for canvas bucketing. The batch
+runs in micro-batches as the preset says (the paper presets: as many as fit the GPU).
 
     python -m pretrain.bench                                  # trm-arc1 on CUDA, tiny on CPU
     python -m pretrain.bench --preset trm-arc1 --compare-compile
     python -m pretrain.bench --preset tiny --canvas 16 --pos-encoding rope2d --json
+    python -m pretrain.bench --gpu-report DIR                 # everything a GPU session should measure,
+                                                              # see pretrain/gpu_report.py
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,23 +37,14 @@ from arc_data.synthetic import synthetic_tasks
 from pretrain.config import ModelConfig
 from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream
 from pretrain.distributed import default_dtype, setup_world, teardown_world
+from pretrain.hardware import peak_tflops_for
 from pretrain.learner import Learner, Slots, train_step
 from pretrain.model import count_parameters
 from pretrain.presets import PRESETS, RunConfig
 
-# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets. Matched in
-# order against torch.cuda.get_device_name(); the first pattern that matches wins.
-PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
-    (r"H100.*PCIe", 756.0),  # H100 PCIe
-    (r"H100", 989.0),  # H100 SXM ("NVIDIA H100 80GB HBM3")
-    (r"H200", 989.0),
-    (r"A100", 312.0),
-    (r"\bL4\b", 121.0),  # not L40 / L40S
-)
+REPORT_SIZES = ("full", "reduced", "smoke")  # see pretrain/gpu_report.py
 
-# The largest default batch on one GPU: the paper's 768 is a global batch over 4 GPUs (192 each);
-# 768 samples of 916 tokens need well over one H100's memory for the activations of one step.
-GPU_DEFAULT_BATCH_CAP = 192
+# The largest default batch on a CPU (a GPU takes the preset's batch, in micro-batches that fit).
 CPU_DEFAULT_BATCH_CAP = 64
 
 
@@ -129,13 +123,6 @@ def supervision_step_flops(config: ModelConfig, batch: int, side: int) -> dict[s
 # Measurement
 
 
-def peak_tflops_for(device_name: str) -> float | None:
-    for pattern, tflops in PEAK_BF16_TFLOPS:
-        if re.search(pattern, device_name):
-            return tflops
-    return None
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -169,11 +156,11 @@ def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int
     device = world.device
     catalogue, data = synthetic_catalogue(canvas, num_aug, seed)
     optim = dataclasses.replace(run.optim, global_batch=batch)
-    learner = Learner(model_config, optim, max(puzzle_ids, catalogue.num_ids), world, dtype, seed)
+    learner = Learner(model_config, optim, max(puzzle_ids, catalogue.num_ids), world, dtype, seed, compile=compile,
+                      puzzle_storage=run.puzzle_storage)
     stream = TrainStream(catalogue, data)
     slots = Slots(learner.model, batch, world, canvas)
-    if compile:
-        learner.model.compile()
+    micro_batch = learner.micro_batch_size(canvas, batch)  # measured now, outside the timed steps
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -201,7 +188,8 @@ def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int
     return {
         "device": device_name(device), "dtype": str(learner.model.compute_dtype).removeprefix("torch."),
         "preset": run.name, "arch": model_config.arch, "canvas": canvas, "seq_len": seq_len,
-        "pos_encoding": model_config.pos_encoding, "batch": batch, "compile": compile,
+        "pos_encoding": model_config.pos_encoding, "batch": batch, "micro_batch": micro_batch, "compile": compile,
+        "activation_checkpointing": optim.activation_checkpointing,
         "parameters": count_parameters(learner.model), "puzzle_ids": learner.puzzles.num_ids,
         "steps": steps, "warmup": warmup, "warmup_s": round(warmup_s, 3), "seconds": round(seconds, 4),
         "sample_steps_per_s": batch * steps / seconds, "tokens_per_s": batch * steps * seq_len / seconds,
@@ -215,13 +203,14 @@ def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ("preset", "canvas", "pos", "batch", "compile", "dtype", "sample-steps/s", "tokens/s", "TFLOP/s", "MFU",
-            "peak mem", "warmup s")
+    head = ("preset", "canvas", "pos", "batch", "micro", "compile", "dtype", "sample-steps/s", "tokens/s", "TFLOP/s",
+            "MFU", "peak mem", "warmup s")
     lines = [head]
     for r in rows:
         mem = f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" + (" (RSS)" if r["memory_kind"].startswith("cpu") else "")
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        lines.append((r["preset"], str(r["canvas"]), r["pos_encoding"], str(r["batch"]), "on" if r["compile"] else "off",
+        lines.append((r["preset"], str(r["canvas"]), r["pos_encoding"], str(r["batch"]), str(r["micro_batch"]),
+                      "on" if r["compile"] else "off",
                       r["dtype"], f"{r['sample_steps_per_s']:,.2f}", f"{r['tokens_per_s']:,.0f}",
                       f"{r['achieved_tflops']:.3f}", mfu, mem, f"{r['warmup_s']:.1f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
@@ -240,12 +229,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), help="default: trm-arc1 on CUDA, tiny on CPU")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     parser.add_argument("--batch", type=int,
-                        help=f"global batch (default: the preset's, at most {GPU_DEFAULT_BATCH_CAP} on a GPU "
-                             f"and {CPU_DEFAULT_BATCH_CAP} on CPU)")
+                        help=f"global batch (default: the preset's, at most {CPU_DEFAULT_BATCH_CAP} on a CPU)")
+    parser.add_argument("--micro-batch", help="samples per forward/backward pass: N or 'auto' (default: the preset's)")
+    parser.add_argument("--activation-checkpointing", action="store_true")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first, compilation included (default 3)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.compile the network (default: the preset's setting)")
+                        help="torch.compile the supervision step (default: the preset's; on CUDA, not on a CPU)")
     parser.add_argument("--compare-compile", action="store_true", help="run without and with torch.compile")
     parser.add_argument("--canvas", type=int, nargs="+",
                         help="canvas side(s) to measure (default: the preset's); not for trm-mlp")
@@ -257,7 +247,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU on unlisted GPUs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object per configuration on stdout")
+    parser.add_argument("--gpu-report", type=Path, metavar="DIR",
+                        help="measure everything a GPU session should (training, fine-tuning, memory, the Kaggle "
+                             "projection) into DIR/report.json and DIR/report.md; without CUDA the CPU rows at "
+                             "reduced size and every GPU row marked unmeasured")
+    parser.add_argument("--report-size", choices=REPORT_SIZES, help="default: full on CUDA, reduced on a CPU")
+    parser.add_argument("--finetune-preset", default="kaggle-4xl4",
+                        help="submission preset of the report's fine-tuning rows (default kaggle-4xl4)")
     args = parser.parse_args(argv)
+    if args.micro_batch is not None and args.micro_batch != "auto" and not args.micro_batch.isdigit():
+        parser.error(f"--micro-batch: expected a positive integer or 'auto', got {args.micro_batch!r}")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
     return args
@@ -270,20 +269,28 @@ def main(argv: list[str] | None = None) -> int:
         if world.size > 1:
             print("error: run the benchmark in one process (not under torchrun)", file=sys.stderr)
             return 2
+        if args.gpu_report:
+            from pretrain.gpu_report import write_report  # the report's heavier imports only when asked
+            write_report(args.gpu_report, world, args.report_size, args.finetune_preset)
+            return 0
         device = world.device
         on_gpu = device.type == "cuda"
         run = PRESETS[args.preset or ("trm-arc1" if on_gpu else "tiny")]()
         model_config = run.model
         if args.pos_encoding:
             model_config = model_config.replace(pos_encoding=args.pos_encoding)
-        batch = args.batch or min(run.optim.global_batch, GPU_DEFAULT_BATCH_CAP if on_gpu else CPU_DEFAULT_BATCH_CAP)
+        optim = {"micro_batch": int(args.micro_batch) if (args.micro_batch or "").isdigit() else args.micro_batch,
+                 "activation_checkpointing": True if args.activation_checkpointing else None}
+        run.optim = dataclasses.replace(run.optim, **{k: v for k, v in optim.items() if v is not None})
+        batch = args.batch or (run.optim.global_batch if on_gpu else min(run.optim.global_batch, CPU_DEFAULT_BATCH_CAP))
         canvases = args.canvas or [run.data.canvas]
         if model_config.arch == "trm-mlp" and any(c != model_config.canvas for c in canvases):
             print(f"note: trm-mlp's sequence MLP is sized for its {model_config.canvas}x{model_config.canvas} "
                   f"canvas and cannot run on another; skipping canvas {[c for c in canvases if c != model_config.canvas]}",
                   file=sys.stderr)
             canvases = [c for c in canvases if c == model_config.canvas]
-        compiles = [False, True] if args.compare_compile else [run.compile if args.compile is None else args.compile]
+        default_compile = run.compile if run.compile is not None else on_gpu
+        compiles = [False, True] if args.compare_compile else [default_compile if args.compile is None else args.compile]
         dtype = default_dtype(device)
         name = device_name(device)
         peak = args.peak_tflops or (peak_tflops_for(name) if on_gpu else None)

@@ -3,15 +3,25 @@
 Single process: rank 0 of 1, no process group. Under ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on GPUs,
 gloo on CPU, one GPU per local rank. Training code calls the methods of ``World`` and never checks
 which case it is in.
+
+Collectives time out after ``COLLECTIVE_TIMEOUT`` (a rank that died or hangs stops the run with an
+error instead of leaving the others waiting forever); nothing in training keeps one rank busy alone
+for long (evaluation is shared by all ranks), so the limit only catches real failures.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+# How long a rank waits in a collective before the run fails. Generous: a checkpoint save or the
+# first compilation of a step may keep one rank away for minutes.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -55,18 +65,35 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def rank_device(requested: torch.device, local_rank: int, world_size: int) -> tuple[torch.device, str | None]:
+    """The device of a rank and, when the request was overridden, why.
+
+    One process: the request as given (a bare "cuda" means cuda:0). Under torchrun each rank takes
+    the GPU of its local rank; a request naming one GPU ("cuda:0") is ignored, so ranks never end up
+    sharing a GPU.
+    """
+    if requested.type != "cuda":
+        return requested, None
+    if world_size > 1 and requested.index is not None:
+        return (torch.device("cuda", local_rank),
+                f"--device {requested} is ignored under torchrun: each rank uses cuda:<local rank>")
+    return (requested if requested.index is not None else torch.device("cuda", local_rank)), None
+
+
 def setup_world(device: str | None = None) -> World:
     """Read torchrun's environment; start the process group when there is more than one rank."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = pick_device(device)
-    if chosen.type == "cuda" and chosen.index is None:
-        chosen = torch.device("cuda", local_rank)
+    chosen, note = rank_device(pick_device(device), local_rank, size)
+    if note and rank == 0:
+        print(f"note: {note}", file=sys.stderr)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     if size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+        cuda = chosen.type == "cuda"
+        dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT,
+                                device_id=chosen if cuda else None)
     return World(rank, size, local_rank, chosen)
 
 

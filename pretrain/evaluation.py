@@ -52,18 +52,26 @@ def task_views(task: Task, table: AugmentationTable, first_id: int, num_views: i
 def predict(model: RecursiveModel, puzzles: PuzzleEmbedding, inputs: np.ndarray, puzzle_ids: np.ndarray,
             batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Run all ``max_steps`` supervision steps; returns log-probabilities (N, S, V) float32 under the
-    stablemax the model is trained with, and the final halting logits (N,)."""
+    stablemax the model is trained with, and the final halting logits (N,).
+
+    A compiled model sees every batch at ``batch_size`` rows (a short last batch is padded with
+    copies of its first row and the padding dropped), so it compiles one graph per canvas."""
     model.eval()
     log_probs, q_halt = [], []
     for start in range(0, len(inputs), batch_size):
         tokens = torch.from_numpy(inputs[start:start + batch_size]).to(device)
-        emb = puzzles.lookup(torch.from_numpy(puzzle_ids[start:start + batch_size]).to(device))
+        ids = torch.from_numpy(puzzle_ids[start:start + batch_size])
+        count = len(tokens)
+        if model.compiled and count < batch_size:
+            tokens = torch.cat([tokens, tokens[:1].expand(batch_size - count, -1)])
+            ids = torch.cat([ids, ids[:1].expand(batch_size - count)])
+        emb = puzzles.lookup(ids.to(device))
         side = int(round(tokens.shape[1] ** 0.5))
         carry = model.initial_carry(len(tokens), device, side=side)
         for _ in range(model.config.max_steps):
             carry, logits, q_logits = model(carry, tokens, emb)
-        log_probs.append(log_stablemax(logits.double()).float().cpu().numpy())
-        q_halt.append(q_logits[:, 0].float().cpu().numpy())
+        log_probs.append(log_stablemax(logits[:count].double()).float().cpu().numpy())
+        q_halt.append(q_logits[:count, 0].float().cpu().numpy())
     if not log_probs:
         return np.zeros((0, inputs.shape[1], model.config.vocab), np.float32), np.zeros(0, np.float32)
     return np.concatenate(log_probs), np.concatenate(q_halt)
@@ -90,17 +98,34 @@ def evaluate_tasks(model: RecursiveModel, puzzles: PuzzleEmbedding, groups: list
     """pass@k (per-task mean, the leaderboard's unit) over held-out task groups that have test outputs.
 
     ``canvas`` None: every group at its own (bucketed) canvas."""
-    per_task = []
-    for group in groups:
-        task = group.task
-        if not task.has_solutions:
-            continue
-        side = canvas or group.canvas
-        views = task_views(task, group.table, group.first_id, num_views, side)
-        log_probs, q_halt = predict(model, puzzles, views.inputs, views.puzzle_ids, batch_size, device)
-        predictions = view_predictions(views, group.table, log_probs, q_halt, side, keep_log_probs=selector != "vote")
-        ranked = rank_candidates(predictions, len(task.test_inputs), selector)
-        per_task.append(pass_at(ranked, task.test_outputs, ks))
-    if not per_task:
+    sums, tasks = pass_at_sums(model, puzzles, groups, num_views, canvas, batch_size, device, selector, ks)
+    if not tasks:
         return {}
-    return {f"pass@{k}": float(np.mean([p[k] for p in per_task])) for k in ks} | {"eval_tasks": len(per_task)}
+    return {f"pass@{k}": total / tasks for k, total in zip(ks, sums)} | {"eval_tasks": tasks}
+
+
+def pass_at_sums(model: RecursiveModel, puzzles: PuzzleEmbedding, groups: list, num_views: int,
+                 canvas: int | None, batch_size: int, device: torch.device, selector: str = "vote",
+                 ks: tuple[int, ...] = (1, 2, 10, 100)) -> tuple[list[float], int]:
+    """Per-task pass@k summed over the groups that have test outputs, and how many there are.
+
+    Sums so that ranks can each take a share of the groups and add up (see the trainer). The views
+    of all groups on one canvas are predicted together, in full batches."""
+    scored = [g for g in groups if g.task.has_solutions]
+    by_canvas: dict[int, list] = {}
+    for group in scored:
+        by_canvas.setdefault(canvas or group.canvas, []).append(group)
+    sums = [0.0] * len(ks)
+    for side, members in by_canvas.items():
+        views = [task_views(g.task, g.table, g.first_id, num_views, side) for g in members]
+        inputs = np.concatenate([v.inputs for v in views])
+        ids = np.concatenate([v.puzzle_ids for v in views])
+        log_probs, q_halt = predict(model, puzzles, inputs, ids, batch_size, device)
+        bounds = np.cumsum([0] + [len(v.inputs) for v in views])
+        for group, view, a, b in zip(members, views, bounds[:-1], bounds[1:]):
+            predictions = view_predictions(view, group.table, log_probs[a:b], q_halt[a:b], side,
+                                           keep_log_probs=selector != "vote")
+            ranked = rank_candidates(predictions, len(group.task.test_inputs), selector)
+            scores = pass_at(ranked, group.task.test_outputs, ks)
+            sums = [total + scores[k] for total, k in zip(sums, ks)]
+    return sums, len(scored)

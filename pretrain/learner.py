@@ -7,6 +7,12 @@ whose samples halted with fresh samples from a stream.
 
 Deep supervision as in TRM: a sample stays in its slot for up to ``max_steps`` optimizer steps,
 its carry detached between them, until it halts; then the slot gets the next sample of the stream.
+
+Micro-batches: the slots go through forward and backward ``micro_batch`` at a time and the
+gradients add up (the loss is already divided by the global batch), so one optimizer step sees the
+gradient of the whole batch. Halting, its exploration draws, the puzzle rows' sign-SGD and the
+metrics are formed once for the whole batch, so every result is that of the full batch up to float
+rounding; only the memory a step needs changes.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import copy
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 from adam_atan2_pytorch import AdamAtan2
 from torch import Tensor
@@ -22,8 +29,9 @@ from torch import Tensor
 from pretrain.config import ModelConfig
 from pretrain.data import SampleBatch
 from pretrain.distributed import World
-from pretrain.losses import act_loss, q_continue_target
-from pretrain.model import RecursiveModel, build_model, halt_decision
+from pretrain.losses import StepTerms, act_loss_terms, act_metrics, q_continue_target
+from pretrain.memory import auto_micro_batch
+from pretrain.model import Carry, RecursiveModel, build_model, halt_decision
 from pretrain.puzzle_embedding import PuzzleEmbedding
 
 
@@ -39,6 +47,16 @@ class OptimConfig:
     puzzle_weight_decay: float = 0.1
     ema_decay: float = 0.999  # EMA of the network used for evaluation and export; 0 turns it off
     train_network: bool = True  # False: only the puzzle rows learn (embedding-only fine-tuning)
+    # Samples per forward/backward pass (gradients accumulate over the local batch): None the whole
+    # local batch at once; an int; or "auto", the most that fit the device's free memory (measured,
+    # see pretrain/memory.py; the whole batch on a CPU). Results do not depend on it.
+    micro_batch: int | str | None = None
+    activation_checkpointing: bool = False  # recompute each network call in backward instead of keeping activations
+
+    def __post_init__(self) -> None:
+        if not (self.micro_batch is None or self.micro_batch == "auto"
+                or (isinstance(self.micro_batch, int) and self.micro_batch >= 1)):
+            raise ValueError(f"micro_batch must be a positive integer, 'auto' or None, got {self.micro_batch!r}")
 
 
 class SampleSource(Protocol):
@@ -49,20 +67,45 @@ class Learner:
     """Network, EMA, optimizer, puzzle table and step: what a checkpoint saves and a step updates."""
 
     def __init__(self, model_config: ModelConfig, optim: OptimConfig, num_puzzle_ids: int, world: World,
-                 dtype: torch.dtype, seed: int = 0, model: RecursiveModel | None = None):
-        self.model_config, self.optim, self.world = model_config, optim, world
+                 dtype: torch.dtype, seed: int = 0, model: RecursiveModel | None = None,
+                 compile: bool | None = None, puzzle_storage: str = "device"):
+        """``compile``: torch.compile the network's supervision step (and the EMA's); None: on CUDA.
+        ``puzzle_storage``: where the puzzle table lives, see ``PuzzleEmbedding``."""
+        self.model_config, self.optim, self.world, self.dtype = model_config, optim, world, dtype
         self.model = model if model is not None else build_model(model_config, dtype, seed, world.device)
+        self.model.activation_checkpointing = optim.activation_checkpointing
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if optim.ema_decay > 0 else None
+        if compile is None:
+            compile = world.device.type == "cuda"  # compiled on GPUs, eager on a CPU
+        if compile:
+            self.model.compile_step()
+            if self.ema is not None:
+                self.ema.compile_step()
         # AdamATan2 with a = b = 1: the update is exactly atan2(m_hat, sqrt(v_hat)), no epsilon.
         self.optimizer = AdamAtan2(self.model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2),
                                    weight_decay=optim.weight_decay, a=1.0, b=1.0)
-        self.puzzles = PuzzleEmbedding(num_puzzle_ids, model_config.puzzle_dim, world.device)
+        self.puzzles = PuzzleEmbedding(num_puzzle_ids, model_config.puzzle_dim, world.device, puzzle_storage)
         self.step = 0
         # The next step's learning-rate factor (network and puzzle rows), set by a caller that schedules
         # it (test-time fine-tuning, submission/schedule.py); None: the warm-up factor.
         self.lr_factor: float | None = None
         # Halting exploration draws: the same generator on every rank, each rank using its slice.
         self.halt_generator = torch.Generator(world.device).manual_seed(seed)
+        self._micro_batches: dict[tuple[int, int], int] = {}  # (canvas, local batch) -> chosen micro-batch
+
+    def micro_batch_size(self, side: int, batch: int) -> int:
+        """Samples per forward/backward pass for ``batch`` slots on a side x side canvas."""
+        setting = self.optim.micro_batch
+        if setting is None:
+            return batch
+        if setting != "auto":
+            return min(int(setting), batch)
+        key = (side, batch)
+        if key not in self._micro_batches:
+            self._micro_batches[key] = auto_micro_batch(
+                self.model_config, side, batch, self.world.device, self.dtype,
+                activation_checkpointing=self.optim.activation_checkpointing)
+        return self._micro_batches[key]
 
     def warmup_factor(self) -> float:
         return min(1.0, (self.step + 1) / max(1, self.optim.lr_warmup_steps))
@@ -105,7 +148,7 @@ class Slots:
     """
 
     def __init__(self, model: RecursiveModel, local_batch: int, world: World, canvas: int):
-        self.world, self.local_batch = world, local_batch
+        self.world, self.local_batch, self.side = world, local_batch, canvas
         device = world.device
         cells = canvas * canvas
         self.inputs = torch.zeros(local_batch, cells, dtype=torch.uint8, device=device)
@@ -116,46 +159,60 @@ class Slots:
         self.carry = model.initial_carry(local_batch, device, side=canvas)
 
     def refill(self, model: RecursiveModel, source: SampleSource) -> int:
-        """Give every halted slot (on every rank) a fresh sample; returns how many slots were refilled."""
-        halted_all = self.world.all_gather_cat(self.halted)
+        """Give every halted slot (on every rank) a fresh sample; returns how many slots were refilled.
+
+        One device-to-host copy (the halted flags of every rank); the writes use slot indices, so
+        nothing else waits for the device.
+        """
+        halted_all = self.world.all_gather_cat(self.halted).cpu().numpy()
         count = int(halted_all.sum())
         if count == 0:
             return 0
         fresh = source.take(count)
         # The k-th halted global slot gets the k-th fresh sample; keep the ones in this rank's range.
-        order = torch.cumsum(halted_all.long(), 0) - 1
         start = self.world.rank * self.local_batch
-        mine = order[start:start + self.local_batch][self.halted].cpu().numpy()
-        device = self.world.device
-        self.inputs[self.halted] = torch.from_numpy(fresh.inputs[mine]).to(device)
-        self.labels[self.halted] = torch.from_numpy(fresh.labels[mine]).to(device)
-        self.puzzle_ids[self.halted] = torch.from_numpy(fresh.puzzle_ids[mine]).to(device)
-        self.steps[self.halted] = 0
-        self.carry = model.reset_carry(self.carry, self.halted)
+        mine = halted_all[start:start + self.local_batch]
+        slots = np.flatnonzero(mine)
+        if len(slots) == 0:
+            return count
+        picks = (np.cumsum(halted_all) - 1)[start:start + self.local_batch][mine]
+        index = self._to_device(slots)
+        self.inputs[index] = self._to_device(fresh.inputs[picks])
+        self.labels[index] = self._to_device(fresh.labels[picks])
+        self.puzzle_ids[index] = self._to_device(fresh.puzzle_ids[picks])
+        self.steps[index] = 0
+        model.reset_slots_(self.carry, index)
         return count
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on this rank's device; through pinned memory, without waiting, on a GPU."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.world.device.type != "cuda":
+            return tensor
+        return tensor.pin_memory().to(self.world.device, non_blocking=True)
 
 
 def train_step(learner: Learner, slots: Slots, source: SampleSource) -> dict[str, Tensor]:
     """Refill halted slots, run one supervision step, update network, puzzle rows and EMA.
 
-    Returns metric sums over the global batch (see ``losses.act_loss``), already summed over ranks.
+    The slots go through forward and backward ``learner.micro_batch_size`` at a time, their
+    gradients adding up to the whole batch's. Returns metric sums over the global batch (see
+    ``losses.act_loss``), already summed over ranks.
     """
     model, optim, world = learner.model, learner.optim, learner.world
     slots.refill(model, source)
     model.train()
-    puzzle_emb = learner.puzzles.lookup(slots.puzzle_ids)
-    carry, logits, q_logits = model(slots.carry, slots.inputs, puzzle_emb)
+    micro = learner.micro_batch_size(slots.side, slots.local_batch)
+    loss_sum, q_parts, term_parts = 0.0, [], []
+    for start in range(0, slots.local_batch, micro):
+        part = slice(start, min(start + micro, slots.local_batch))
+        loss, q_logits, terms = _micro_step(learner, slots, part)
+        loss_sum, q_parts, term_parts = loss_sum + loss, q_parts + [q_logits], term_parts + [terms]
     slots.steps += 1
-    halted = halt_decision(q_logits.detach(), slots.steps, learner.model_config, training=True,
+    halted = halt_decision(torch.cat(q_parts), slots.steps, learner.model_config, training=True,
                            generator=learner.halt_generator,
                            slots=(world.rank * slots.local_batch, optim.global_batch))
-    target = None
-    if learner.model_config.arch == "hrm":
-        with torch.no_grad():
-            _, _, next_q = model(carry, slots.inputs, puzzle_emb.detach())
-        target = q_continue_target(next_q, slots.steps >= learner.model_config.max_steps)
-    loss, metrics = act_loss(logits, slots.labels.long(), q_logits, halted, slots.steps, optim.global_batch, target)
-    loss.backward()
+    metrics = act_metrics(StepTerms.cat(term_parts), halted, slots.steps)
 
     warm = learner.step_lr_factor()
     _all_reduce_gradients(model, world)
@@ -169,11 +226,32 @@ def train_step(learner: Learner, slots: Slots, source: SampleSource) -> dict[str
         learner.update_ema()
     learner.step += 1
 
-    slots.carry, slots.halted = carry, halted
-    metrics["loss"] = loss.detach() * optim.global_batch
+    slots.halted = halted
+    metrics["loss"] = loss_sum * optim.global_batch
     summed = torch.stack(list(metrics.values()))
     world.all_reduce_sum(summed)
     return dict(zip(metrics.keys(), summed))
+
+
+def _micro_step(learner: Learner, slots: Slots, part: slice) -> tuple[Tensor, Tensor, StepTerms]:
+    """Forward and backward of the slots in ``part``; their carry is updated in place.
+
+    Returns the (detached) loss, q logits and metric terms of these slots.
+    """
+    model, config = learner.model, learner.model_config
+    puzzle_emb = learner.puzzles.lookup(slots.puzzle_ids[part])
+    inputs = slots.inputs[part]
+    carry, logits, q_logits = model(Carry(slots.carry.y[part], slots.carry.z[part]), inputs, puzzle_emb)
+    target = None
+    if config.arch == "hrm":
+        with torch.no_grad():
+            _, _, next_q = model(carry, inputs, puzzle_emb.detach())
+        target = q_continue_target(next_q, slots.steps[part] + 1 >= config.max_steps)
+    loss, terms = act_loss_terms(logits, slots.labels[part].long(), q_logits, learner.optim.global_batch, target)
+    loss.backward()
+    slots.carry.y[part] = carry.y
+    slots.carry.z[part] = carry.z
+    return loss.detach(), q_logits.detach(), terms
 
 
 def _all_reduce_gradients(model: torch.nn.Module, world: World) -> None:

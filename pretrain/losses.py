@@ -3,11 +3,14 @@
 - ``stablemax_cross_entropy``: per-sequence mean of the stablemax cross-entropy over non-PAD labels,
   computed in float64.
 - ``act_loss``: the loss of one supervision step for a batch, divided by the global batch size, and
-  detached metric sums.
+  detached metric sums; ``act_loss_terms`` and ``act_metrics`` are its two halves, for micro-batches
+  (the loss does not depend on the halting decision, only the metrics do).
 - ``q_continue_target``: HRM's Q-learning target for the continue logit.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +60,74 @@ def q_continue_target(next_q_logits: Tensor, is_last_step: Tensor) -> Tensor:
     return torch.sigmoid(torch.where(is_last_step, nh, torch.maximum(nh, nc))).detach()
 
 
+@dataclass
+class StepTerms:
+    """What a supervision step's metrics need, detached: per-sample values (B,) and loss sums.
+
+    Kept apart from the halting decision so micro-batches can be measured one by one and the
+    metrics formed once the whole batch's halting is known (``StepTerms.cat``, ``act_metrics``).
+    """
+
+    exact: Tensor  # (B,) bool: every non-PAD label predicted by argmax
+    token_fraction: Tensor  # (B,) share of non-PAD labels predicted right
+    has_labels: Tensor  # (B,) bool: at least one non-PAD label
+    q_halt: Tensor  # (B,) fp32 halting logit
+    lm_loss: Tensor  # () sum over the batch of the per-sequence stablemax CE
+    q_halt_loss: Tensor  # () sum of BCE(q_halt, exact)
+    q_continue_loss: Tensor  # () sum of BCE(q_continue, target); 0 without a target
+
+    @staticmethod
+    def cat(parts: list["StepTerms"]) -> "StepTerms":
+        """The terms of a batch from those of its micro-batches, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        per_sample = {name: torch.cat([getattr(p, name) for p in parts])
+                      for name in ("exact", "token_fraction", "has_labels", "q_halt")}
+        sums = {name: torch.stack([getattr(p, name) for p in parts]).sum()
+                for name in ("lm_loss", "q_halt_loss", "q_continue_loss")}
+        return StepTerms(**per_sample, **sums)
+
+
+def act_loss_terms(logits: Tensor, labels: Tensor, q_logits: Tensor, global_batch_size: int,
+                   target_q_continue: Tensor | None = None,
+                   ignore_index: int = PAD) -> tuple[Tensor, StepTerms]:
+    """The loss of ``act_loss`` (it does not depend on halting) and the detached terms of its metrics."""
+    mask = labels != ignore_index
+    counts = mask.sum(-1)
+    correct = mask & (logits.argmax(-1) == labels)
+    exact = correct.sum(-1) == counts  # (B,)
+
+    lm = stablemax_cross_entropy(logits, labels, ignore_index).sum()
+    q_halt = q_logits[:, 0].float()
+    q_halt_loss = F.binary_cross_entropy_with_logits(q_halt, exact.float(), reduction="sum")
+    q_continue_loss = torch.zeros((), device=logits.device)
+    if target_q_continue is not None:
+        q_continue_loss = F.binary_cross_entropy_with_logits(q_logits[:, 1].float(), target_q_continue.float(),
+                                                             reduction="sum")
+    loss = ((lm + 0.5 * (q_halt_loss + q_continue_loss)) / global_batch_size).float()
+    with torch.no_grad():
+        terms = StepTerms(exact=exact, token_fraction=correct.sum(-1).float() / counts.clamp_min(1).float(),
+                          has_labels=counts > 0, q_halt=q_halt.detach(), lm_loss=lm.detach().float(),
+                          q_halt_loss=q_halt_loss.detach(), q_continue_loss=q_continue_loss.detach())
+    return loss, terms
+
+
+@torch.no_grad()
+def act_metrics(terms: StepTerms, halted: Tensor, steps: Tensor) -> dict[str, Tensor]:
+    """Metric sums of ``act_loss`` from a batch's terms, its halting decision and step counts."""
+    valid = halted & terms.has_labels
+    return {
+        "count": valid.sum().float(),
+        "exact_accuracy": (valid & terms.exact).sum().float(),
+        "token_accuracy": torch.where(valid, terms.token_fraction, 0.0).sum(),
+        "q_halt_accuracy": (valid & ((terms.q_halt >= 0) == terms.exact)).sum().float(),
+        "steps": torch.where(valid, steps.float(), 0.0).sum(),
+        "lm_loss": terms.lm_loss,
+        "q_halt_loss": terms.q_halt_loss,
+        "q_continue_loss": terms.q_continue_loss,
+    }
+
+
 def act_loss(logits: Tensor, labels: Tensor, q_logits: Tensor, halted: Tensor, steps: Tensor,
              global_batch_size: int, target_q_continue: Tensor | None = None,
              ignore_index: int = PAD) -> tuple[Tensor, dict[str, Tensor]]:
@@ -77,34 +148,8 @@ def act_loss(logits: Tensor, labels: Tensor, q_logits: Tensor, halted: Tensor, s
     exactness), ``steps``; plus the loss parts summed over the whole batch: ``lm_loss``,
     ``q_halt_loss``, ``q_continue_loss`` (0 without a target).
     """
-    mask = labels != ignore_index
-    counts = mask.sum(-1)
-    correct = mask & (logits.argmax(-1) == labels)
-    exact = correct.sum(-1) == counts  # (B,)
-
-    lm = stablemax_cross_entropy(logits, labels, ignore_index).sum()
-    q_halt = q_logits[:, 0].float()
-    q_halt_loss = F.binary_cross_entropy_with_logits(q_halt, exact.float(), reduction="sum")
-    q_continue_loss = torch.zeros((), device=logits.device)
-    if target_q_continue is not None:
-        q_continue_loss = F.binary_cross_entropy_with_logits(q_logits[:, 1].float(), target_q_continue.float(),
-                                                             reduction="sum")
-    loss = ((lm + 0.5 * (q_halt_loss + q_continue_loss)) / global_batch_size).float()
-
-    with torch.no_grad():
-        valid = halted & (counts > 0)
-        token_frac = correct.sum(-1).float() / counts.clamp_min(1).float()
-        metrics = {
-            "count": valid.sum().float(),
-            "exact_accuracy": (valid & exact).sum().float(),
-            "token_accuracy": torch.where(valid, token_frac, 0.0).sum(),
-            "q_halt_accuracy": (valid & ((q_halt >= 0) == exact)).sum().float(),
-            "steps": torch.where(valid, steps.float(), 0.0).sum(),
-            "lm_loss": lm.detach().float(),
-            "q_halt_loss": q_halt_loss.detach(),
-            "q_continue_loss": q_continue_loss.detach(),
-        }
-    return loss, metrics
+    loss, terms = act_loss_terms(logits, labels, q_logits, global_batch_size, target_q_continue, ignore_index)
+    return loss, act_metrics(terms, halted, steps)
 
 
 def summarize_metrics(sums: dict[str, Tensor], batch_size: int | None = None) -> dict[str, float]:

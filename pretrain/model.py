@@ -15,16 +15,27 @@ built with dtype=torch.float64 computes everything in fp64; the tests use that f
 One call of ``forward`` is one *supervision step* (DESIGN section 2). The caller owns the ACT loop
 (step counts, halting, refilling slots) and passes the carry back in; ``reset_carry`` puts chosen
 batch slots back to the initial state.
+
+Memory for backward (measured in docs/BENCHMARKS.md with ``pretrain.memory``): RMSNorm keeps its
+input in the compute dtype rather than autograd's fp32 copy, the SwiGLU keeps only its gate_up
+output (the gated product is recomputed in backward), and v is copied out of the qkv output so the
+whole qkv buffer is not kept alive by it. The forward values are exactly those of plain autograd.
+``model.activation_checkpointing = True`` keeps only each network call's input and recomputes the
+call in backward. ``model.compile_step()`` compiles the supervision step with static shapes; the
+canvas geometry and RoPE tables are worked out in eager code and passed in as tensors, so each
+(canvas, batch, mode) is one graph.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from pretrain.config import ModelConfig
 
@@ -66,10 +77,39 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def rms_norm(x: Tensor, eps: float) -> Tensor:
-    """Weightless RMSNorm over the last axis, computed in fp32 (fp64 for fp64 input)."""
+def _rms_norm_values(x: Tensor, eps: float) -> Tensor:
     xw = x.to(_work_dtype(x.dtype))
     return (xw * torch.rsqrt(xw.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+class _RMSNorm(torch.autograd.Function):
+    """RMSNorm that saves its input in the input's dtype and recomputes the norm in backward.
+
+    Plain autograd would save the fp32 copy of a bf16 input (twice the bytes). The gradient is
+    autograd's, reordered: dx = r * (g - y * mean(g * y)) with r = rsqrt(mean(x^2) + eps), y = x * r.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, eps: float) -> Tensor:
+        ctx.eps = eps
+        ctx.save_for_backward(x)
+        return _rms_norm_values(x, eps)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        xw = x.to(_work_dtype(x.dtype))
+        r = torch.rsqrt(xw.square().mean(-1, keepdim=True) + ctx.eps)
+        y = xw * r
+        g = grad.to(xw.dtype)
+        return (r * (g - y * (g * y).mean(-1, keepdim=True))).to(x.dtype), None
+
+
+def rms_norm(x: Tensor, eps: float) -> Tensor:
+    """Weightless RMSNorm over the last axis, computed in fp32 (fp64 for fp64 input)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _RMSNorm.apply(x, eps)
+    return _rms_norm_values(x, eps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,11 +125,14 @@ def rms_norm(x: Tensor, eps: float) -> Tensor:
 #   independent of the canvas size.
 
 
-@dataclass(frozen=True)
-class Rope:
+class Rope(NamedTuple):
     cos: Tensor  # (L, D) fp32 (fp64 for fp64 models)
     sin: Tensor  # (L, D)
     groups: int  # 1 for rope1d, 2 for rope2d: rotate-half is applied within each of `groups` chunks of D
+
+
+def rope_groups(config: ModelConfig) -> int:
+    return 1 if config.pos_encoding == "rope1d" else 2
 
 
 def _inv_freq(dim: int, base: float, device: torch.device) -> Tensor:
@@ -110,20 +153,24 @@ def rope_positions(config: ModelConfig, side: int, device: torch.device | str = 
 def build_rope(config: ModelConfig, side: int, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32) -> Rope:
     """cos/sin tables (angles computed in fp64 on the CPU, stored in ``dtype`` on ``device``)."""
+    with torch.inference_mode(False):  # tables cached under inference mode must still serve training
+        return _build_rope(config, side, torch.device(device), dtype)
+
+
+def _build_rope(config: ModelConfig, side: int, device: torch.device, dtype: torch.dtype) -> Rope:
     cpu = torch.device("cpu")
     pos = rope_positions(config, side, cpu)
     D = config.head_dim
     if config.pos_encoding == "rope1d":
         angles = torch.outer(pos, _inv_freq(D, config.rope_base, cpu))  # (L, D/2)
         angles = torch.cat([angles, angles], dim=-1)  # (L, D)
-        groups = 1
     else:
         inv = _inv_freq(D // 2, config.rope_base, cpu)  # (D/4,)
         a_row = torch.outer(pos[:, 0], inv)
         a_col = torch.outer(pos[:, 1], inv)
         angles = torch.cat([a_row, a_row, a_col, a_col], dim=-1)  # (L, D)
-        groups = 2
-    return Rope(angles.cos().to(device=device, dtype=dtype), angles.sin().to(device=device, dtype=dtype), groups)
+    return Rope(angles.cos().to(device=device, dtype=dtype), angles.sin().to(device=device, dtype=dtype),
+                rope_groups(config))
 
 
 def _rotate_half(x: Tensor) -> Tensor:
@@ -158,9 +205,38 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: Rope) -> Tensor:
         B, L, C = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, C // self.heads).unbind(2)  # each (B, L, H, D)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        # Rotation makes new q and k; a copy of v lets the qkv buffer go (attention saves v for backward).
+        q, k, v = apply_rope(q, rope), apply_rope(k, rope), v.contiguous()
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, H, L, D)
         return self.out(y.transpose(1, 2).reshape(B, L, C))
+
+
+class _GatedDown(torch.autograd.Function):
+    """down(silu(gate) * up) from h = [gate | up], saving only h and the weight.
+
+    Plain autograd would also keep silu(gate) and the product, each as large as half of h; here the
+    product is recomputed in backward with the same operations, so the gradients are autograd's.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(h, weight)
+        gate, up = h.chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        h, weight = ctx.saved_tensors
+        gate, up = h.chunk(2, dim=-1)
+        silu = F.silu(gate)
+        grad_h = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_inner = grad.matmul(weight)  # (..., inner)
+            grad_h = torch.cat([torch.ops.aten.silu_backward(grad_inner * up, gate), grad_inner * silu], dim=-1)
+        if ctx.needs_input_grad[1]:
+            inner = silu * up
+            grad_weight = grad.reshape(-1, grad.shape[-1]).t().matmul(inner.reshape(-1, inner.shape[-1]))
+        return grad_h, grad_weight
 
 
 class SwiGLU(nn.Module):
@@ -172,8 +248,12 @@ class SwiGLU(nn.Module):
         self.down = Linear(inner, width, generator=generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        h = self.gate_up(x)
+        weight = self.down.weight.to(x.dtype)
+        if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+            return _GatedDown.apply(h, weight)
+        gate, up = h.chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, weight)
 
 
 class Block(nn.Module):
@@ -257,6 +337,9 @@ class RecursiveModel(nn.Module):
         self.register_buffer("y_init", trunc_normal_(torch.empty(C), 1.0, g))
         self.register_buffer("z_init", trunc_normal_(torch.empty(C), 1.0, g))
         self._rope_cache: dict[tuple[int, str, torch.dtype], Rope] = {}
+        # Recompute each gradient-carrying network call in backward instead of keeping its activations.
+        self.activation_checkpointing = False
+        self._compiled_step = None  # set by compile_step
 
     # -- sequence geometry ------------------------------------------------------------------
 
@@ -269,11 +352,33 @@ class RecursiveModel(nn.Module):
         return side
 
     def rope(self, side: int, device: torch.device) -> Rope:
+        """The cos/sin tables of a side x side canvas, built once per (canvas, device) and reused."""
         dtype = _work_dtype(self.compute_dtype)
         key = (side, str(device), dtype)
         if key not in self._rope_cache:
             self._rope_cache[key] = build_rope(self.config, side, device, dtype)
         return self._rope_cache[key]
+
+    # -- compilation ----------------------------------------------------------------------------
+
+    def compile_step(self, backend: str = "inductor", recompile_limit: int = 64) -> None:
+        """torch.compile the supervision step with static shapes: one graph per (canvas, batch,
+        train/eval, grad mode), each compiled once. The canvas side and RoPE tables are settled
+        in eager code before the call, so nothing in the graph depends on a symbolic size."""
+        # Every canvas, micro-batch and mode is its own graph of the same function: allow enough.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, recompile_limit)
+        # Compiled as a plain function of (model, tensors) so a deep copy (the EMA) compiles alike.
+        self._compiled_step = torch.compile(type(self).supervision_step, backend=backend, dynamic=False)
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_step is not None
+
+    def _call_net(self, net: nn.Module, h: Tensor, rope: Rope) -> Tensor:
+        """One network call; with activation checkpointing only its input is kept for backward."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(net, h, rope, use_reentrant=False)
+        return net(h, rope)
 
     # -- input --------------------------------------------------------------------------------
 
@@ -313,6 +418,12 @@ class RecursiveModel(nn.Module):
         return Carry(torch.where(m, self.y_init.to(carry.y.dtype), carry.y),
                      torch.where(m, self.z_init.to(carry.z.dtype), carry.z))
 
+    @torch.no_grad()
+    def reset_slots_(self, carry: Carry, index: Tensor) -> None:
+        """In place: slots ``index`` (K,) long go back to the initial states (no host sync)."""
+        carry.y[index] = self.y_init.to(carry.y.dtype)
+        carry.z[index] = self.z_init.to(carry.z.dtype)
+
     # -- output -------------------------------------------------------------------------------
 
     def heads(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -325,14 +436,27 @@ class RecursiveModel(nn.Module):
         q_logits = self.q_head(y[:, 0]).to(out)
         return logits, q_logits
 
-    def _prepare(self, carry: Carry, tokens: Tensor, puzzle_emb: Tensor | None) -> tuple[Tensor, Rope]:
+    # -- one supervision step ----------------------------------------------------------------
+
+    def forward(self, carry: Carry, tokens: Tensor, puzzle_emb: Tensor | None) -> tuple[Carry, Tensor, Tensor]:
+        """carry, tokens (B, S) or (B, side, side), puzzle_emb (B, puzzle_dim)
+        -> (new carry detached, logits (B, S, V), q logits (B, 2))."""
         if tokens.dim() == 3:  # (B, side, side) -> (B, S)
             tokens = tokens.flatten(1)
         side = self.canvas_side(tokens.shape[1])
-        x = self.input_embedding(tokens, puzzle_emb)
-        if carry.y.shape != x.shape or carry.z.shape != x.shape:
-            raise ValueError(f"carry {tuple(carry.y.shape)} does not match the input {tuple(x.shape)}")
-        return x, self.rope(side, x.device)
+        expected = (tokens.shape[0], self.config.prefix_tokens + side * side, self.config.hidden)
+        if carry.y.shape != expected or carry.z.shape != expected:
+            raise ValueError(f"carry {tuple(carry.y.shape)} does not match the input {expected}")
+        rope = self.rope(side, tokens.device)
+        step = self._compiled_step if self._compiled_step is not None else type(self).supervision_step
+        y, z, logits, q_logits = step(self, carry.y, carry.z, tokens, puzzle_emb, rope.cos, rope.sin)
+        return Carry(y, z), logits, q_logits
+
+    def supervision_step(self, y: Tensor, z: Tensor, tokens: Tensor, puzzle_emb: Tensor | None, cos: Tensor,
+                         sin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The tensor-only body of ``forward`` (what ``compile_step`` compiles): the two states, the
+        tokens (B, S), the puzzle rows and the canvas's RoPE tables -> (y, z) detached, logits, q."""
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,10 +478,10 @@ class TRM(RecursiveModel):
         self.net = Reasoner(config, config.layers, self._generator)
         del self._generator
 
-    def forward(self, carry: Carry, tokens: Tensor, puzzle_emb: Tensor | None) -> tuple[Carry, Tensor, Tensor]:
-        """carry, tokens (B, S), puzzle_emb (B, puzzle_dim) -> (new carry detached, logits (B, S, V), q (B, 2))."""
-        x, rope = self._prepare(carry, tokens, puzzle_emb)
-        y, z = carry.y, carry.z
+    def supervision_step(self, y: Tensor, z: Tensor, tokens: Tensor, puzzle_emb: Tensor | None, cos: Tensor,
+                         sin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x = self.input_embedding(tokens, puzzle_emb)
+        rope = Rope(cos, sin, rope_groups(self.config))
         T, n = self.config.T, self.config.n
         with torch.no_grad():
             for _ in range(T - 1):
@@ -365,10 +489,10 @@ class TRM(RecursiveModel):
                     z = self.net(z + y + x, rope)
                 y = self.net(y + z, rope)
         for _ in range(n):
-            z = self.net(z + y + x, rope)
-        y = self.net(y + z, rope)
+            z = self._call_net(self.net, z + y + x, rope)
+        y = self._call_net(self.net, y + z, rope)
         logits, q_logits = self.heads(y)
-        return Carry(y.detach(), z.detach()), logits, q_logits
+        return y.detach(), z.detach(), logits, q_logits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,10 +517,11 @@ class HRM(RecursiveModel):
         self.H_net = Reasoner(config, config.layers, self._generator)
         del self._generator
 
-    def forward(self, carry: Carry, tokens: Tensor, puzzle_emb: Tensor | None) -> tuple[Carry, Tensor, Tensor]:
-        """carry, tokens (B, S), puzzle_emb (B, puzzle_dim) -> (new carry detached, logits (B, S, V), q (B, 2))."""
-        x, rope = self._prepare(carry, tokens, puzzle_emb)
-        z_H, z_L = carry.y, carry.z
+    def supervision_step(self, y: Tensor, z: Tensor, tokens: Tensor, puzzle_emb: Tensor | None, cos: Tensor,
+                         sin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x = self.input_embedding(tokens, puzzle_emb)
+        rope = Rope(cos, sin, rope_groups(self.config))
+        z_H, z_L = y, z
         T, n = self.config.T, self.config.n
         with torch.no_grad():
             for h in range(T):
@@ -405,10 +530,10 @@ class HRM(RecursiveModel):
                         z_L = self.L_net(z_L + z_H + x, rope)
                 if h < T - 1:
                     z_H = self.H_net(z_H + z_L, rope)
-        z_L = self.L_net(z_L + z_H + x, rope)
-        z_H = self.H_net(z_H + z_L, rope)
+        z_L = self._call_net(self.L_net, z_L + z_H + x, rope)
+        z_H = self._call_net(self.H_net, z_H + z_L, rope)
         logits, q_logits = self.heads(z_H)
-        return Carry(z_H.detach(), z_L.detach()), logits, q_logits
+        return z_H.detach(), z_L.detach(), logits, q_logits
 
 
 # ---------------------------------------------------------------------------------------------

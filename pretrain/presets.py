@@ -3,6 +3,8 @@
 ``tiny`` is for CPU tests and debugging; ``small-arc`` pretrains the CPU network on the training
 splits' small tasks in about two hours of a 2-core CPU; the ``trm-*`` and ``hrm-*`` presets reproduce
 the papers' runs (global batch 768, lr 1e-4, 2000 warm-up steps, EMA 0.999, 1000 augmentations per task).
+They run the batch in micro-batches chosen to fit the device (``micro_batch="auto"``: the whole batch
+on a CPU), so the paper's 768 trains on one GPU.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class RunConfig:
     name: str  # preset name; also the default run folder under runs/
     model: ModelConfig
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(micro_batch="auto"))
     steps: int = 518_000  # optimizer steps (each one supervision step of the whole batch)
     log_every: int = 100  # steps between metric lines
     eval_every: int = 10_000  # steps between held-out evaluations (0: only at the end)
@@ -30,7 +32,8 @@ class RunConfig:
     eval_batch: int = 256  # inference batch size
     checkpoint_every: int = 2_000  # steps between checkpoints
     seed: int = 0  # network initialisation and halting exploration
-    compile: bool = False  # torch.compile the network
+    compile: bool | None = None  # torch.compile the supervision step; None: on CUDA, not on a CPU
+    puzzle_storage: str = "device"  # where the puzzle table lives: "device" or "host" (pinned; see puzzle_embedding.py)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

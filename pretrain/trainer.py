@@ -21,12 +21,14 @@ from tqdm import tqdm
 from pretrain import checkpoint
 from pretrain.data import PuzzleCatalogue, TrainStream
 from pretrain.distributed import World, default_dtype
-from pretrain.evaluation import evaluate_tasks
+from pretrain.evaluation import pass_at_sums
 from pretrain.learner import Learner, Slots, train_step
 from pretrain.losses import summarize_metrics
 from pretrain.model import Carry, count_parameters
 from pretrain.plots import plot_curves
 from pretrain.presets import RunConfig
+
+EVAL_KS = (1, 2, 10, 100)  # pass@k reported by the periodic evaluation
 
 
 class Trainer:
@@ -41,7 +43,8 @@ class Trainer:
         self.config, self.out_dir, self.world = config, Path(out_dir), world
         self.dtype = dtype or default_dtype(world.device)
         self.catalogue = catalogue or PuzzleCatalogue.from_config(config.data)
-        self.learner = Learner(config.model, config.optim, self.catalogue.num_ids, world, self.dtype, config.seed)
+        self.learner = Learner(config.model, config.optim, self.catalogue.num_ids, world, self.dtype, config.seed,
+                               compile=config.compile, puzzle_storage=config.puzzle_storage)
         # One stream and one set of batch slots per canvas (a single one without bucketing).
         bucketed = config.data.bucket_canvas
         self.canvases = self.catalogue.canvases() if bucketed else [config.data.canvas]
@@ -51,8 +54,6 @@ class Trainer:
         pairs = np.array([sum(len(g.pair_inputs) for g in self.catalogue.groups if not bucketed or g.canvas == c)
                           for c in self.canvases], dtype=np.float64)
         self.canvas_weights = pairs / pairs.sum()
-        if config.compile:
-            self.learner.model.compile()
         self.metrics_path = self.out_dir / "metrics.jsonl"
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -99,12 +100,18 @@ class Trainer:
                 f.write(orjson.dumps(record) + b"\n")
 
     def evaluate(self) -> dict[str, float]:
-        if not self.world.is_main:
-            return {}
-        cfg = self.config
+        """Held-out pass@K with the EMA network. Every rank scores its share of the tasks and the sums
+        are added up, so no rank waits on another's whole evaluation (a collective timeout)."""
+        cfg, world = self.config, self.world
         canvas = None if cfg.data.bucket_canvas else cfg.data.canvas  # None: each group's own canvas
-        return evaluate_tasks(self.learner.eval_model(), self.learner.puzzles, self.catalogue.held_out_groups(),
-                              cfg.eval_views, canvas, cfg.eval_batch, self.world.device)
+        mine = self.catalogue.held_out_groups()[world.rank::world.size]
+        sums, tasks = pass_at_sums(self.learner.eval_model(), self.learner.puzzles, mine, cfg.eval_views, canvas,
+                                   cfg.eval_batch, world.device, ks=EVAL_KS)
+        totals = world.all_reduce_sum(torch.tensor([*sums, tasks], dtype=torch.float64, device=world.device))
+        tasks = int(totals[-1])
+        if not world.is_main or tasks == 0:
+            return {}
+        return {f"pass@{k}": float(total) / tasks for k, total in zip(EVAL_KS, totals[:-1])} | {"eval_tasks": tasks}
 
     def train(self, steps: int | None = None) -> dict[str, float]:
         """Train until ``steps`` (default: the config's) optimizer steps; returns the last metrics."""
@@ -115,10 +122,12 @@ class Trainer:
                   f"{len(self.catalogue.groups)} task groups, {self.world.size} rank(s) on {self.world.device}, "
                   f"{self.dtype}; step {learner.step} of {total}")
         sums, window_start, last, self._window_tokens = None, time.perf_counter(), {}, 0
+        self._reported_canvases: set[int] = set()
         bar = tqdm(total=total, initial=learner.step, disable=not self.world.is_main, desc="train", mininterval=5)
         while learner.step < total:
             canvas = self._canvas_for_step(learner.step)
             step_sums = train_step(learner, self.slots[canvas], self.streams[canvas])
+            self._report_micro_batch(canvas)
             self._window_tokens += cfg.optim.global_batch * (cfg.model.prefix_tokens + canvas * canvas)
             sums = step_sums if sums is None else {k: sums[k] + v for k, v in step_sums.items()}
             bar.update(1)
@@ -134,6 +143,17 @@ class Trainer:
                 self.save()
         bar.close()
         return last
+
+    def _report_micro_batch(self, canvas: int) -> None:
+        """Say once per canvas how the local batch is split into micro-batches, when it is."""
+        if canvas in self._reported_canvases:
+            return
+        self._reported_canvases.add(canvas)
+        local = self.slots[canvas].local_batch
+        micro = self.learner.micro_batch_size(canvas, local)
+        if self.world.is_main and micro < local:
+            print(f"canvas {canvas}: micro-batches of {micro} (local batch {local}, "
+                  f"{-(-local // micro)} forward/backward passes per step)", flush=True)
 
     def _canvas_for_step(self, step: int) -> int:
         """Which canvas's slots this step trains, drawn alike on every rank, in proportion to the

@@ -37,25 +37,13 @@ from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
 from arc_data.tasks import Task, select
 from pretrain.distributed import default_dtype, pick_device
+from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, l4_scale
 from submission.config import PRESETS, fresh_model_config
 from submission.finetune import Network, TaskOutcome, solve_shard
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
 from submission.scoring import score_submission
 from submission.voting import grid_key
 from submission.writer import read_submission
-
-L4_TFLOPS = 121.0
-GPU_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}
-KAGGLE_TASKS, KAGGLE_GPUS = 240, 4
-
-
-def l4_scale(device: torch.device) -> float | None:
-    """How many times slower an L4 is than this GPU (None on a CPU or an unknown GPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    peak = next((v for k, v in GPU_TFLOPS.items() if k in name), None)
-    return peak / L4_TFLOPS if peak else None
 
 
 def selector_table(tasks, outcomes) -> str:

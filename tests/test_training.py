@@ -87,6 +87,24 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
         assert torch.allclose(tensor, b["model"][name], atol=1e-5), name
     assert torch.allclose(a["puzzles"]["weight"], b["puzzles"]["weight"], atol=1e-6)
     assert list(losses(tmp_path / "one").values()) == pytest.approx(list(losses(tmp_path / "two").values()), rel=1e-4)
+    # The closing evaluation is shared by the two ranks and summed: the same scores over all 6 tasks.
+    scores = [evaluations(tmp_path / name)[-1] for name in ("one", "two")]
+    assert scores[0]["eval/eval_tasks"] == scores[1]["eval/eval_tasks"] == 6
+    assert scores[0]["eval/pass@2"] == pytest.approx(scores[1]["eval/pass@2"])
+
+
+def evaluations(run_dir):
+    return [r for r in map(orjson.loads, (Path(run_dir) / "metrics.jsonl").read_bytes().splitlines())
+            if "eval/pass@2" in r]
+
+
+def test_a_gpu_named_under_torchrun_is_ignored_for_the_local_rank():
+    from pretrain.distributed import rank_device
+    device, note = rank_device(torch.device("cuda", 0), 1, 2)
+    assert device == torch.device("cuda", 1) and "ignored under torchrun" in note
+    assert rank_device(torch.device("cuda"), 3, 4) == (torch.device("cuda", 3), None)
+    assert rank_device(torch.device("cuda", 2), 0, 1) == (torch.device("cuda", 2), None)  # one process: as asked
+    assert rank_device(torch.device("cpu"), 1, 2) == (torch.device("cpu"), None)
 
 
 @pytest.mark.parametrize("arch", ["trm", "trm-mlp", "hrm"])

@@ -20,7 +20,11 @@ class FinetuneConfig:
     # reproducible run. None: as many steps as the time share allows (submission/schedule.py).
     steps: int | None = 200
     embedding_steps: int = 20  # of which the first train only the new puzzle rows (the network is frozen)
-    batch: int = 64  # samples per optimizer step
+    batch: int = 64  # samples per optimizer step (the recipe's; out of memory never changes it)
+    # Samples per forward/backward pass, gradients accumulated over the batch: "auto" as many as fit
+    # the GPU's free memory (the whole batch on a CPU), an int, or None the whole batch. Running out
+    # of GPU memory halves it.
+    micro_batch: int | str | None = "auto"
     lr: float = 1e-4  # network learning rate
     puzzle_lr: float = 1e-2  # sign-SGD on the task's puzzle rows
     weight_decay: float = 0.1

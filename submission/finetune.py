@@ -10,9 +10,11 @@ allows (the identity first), mapped back and ranked by the configured selector. 
 what learning rate, and how much time inference keeps: ``submission/schedule.py``. Nothing here is
 shared between tasks, so a task can run on any worker and a failure stays inside it.
 
-The two phases share one deadline, fixed when the shard starts. Each phase that runs out of GPU
-memory runs again at half its batch in the time that is left, after the failed attempt's tensors
-are freed; the batches that worked are recorded in the outcome.
+The two phases share one deadline, fixed when the shard starts. Fine-tuning runs its batch in
+micro-batches that fit the GPU (gradients accumulated, so the optimizer sees the recipe's batch).
+Each phase that runs out of GPU memory runs again in the time that is left, after the failed
+attempt's tensors are freed: fine-tuning at half its micro-batch, prediction at half its batch; the
+sizes that worked are recorded in the outcome.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream, canvas_for
 from pretrain.distributed import World
 from pretrain.evaluation import predict, task_views, view_predictions
 from pretrain.learner import Learner, OptimConfig, Slots, train_step
+from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig
 from submission.schedule import FinetuneSchedule, inference_reserve
@@ -82,7 +85,8 @@ class TaskOutcome:
     finetune_seconds: float = 0.0
     inference_seconds: float = 0.0
     canvas: int = 0
-    batch: int = 0  # fine-tuning samples per optimizer step, as run (half the preset's after running out of memory)
+    batch: int = 0  # fine-tuning samples per optimizer step (the preset's)
+    micro_batch: int = 0  # fine-tuning samples per forward/backward pass, as run (halved after running out of memory)
     inference_batch: int = 0  # views per prediction batch, as run
     note: str = "ok"  # one line: "ok", or why the task failed
     failed: bool = False  # True: no prediction (an error, out of memory for good, its worker died)
@@ -111,9 +115,10 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
     """Fine-tune ONE copy of the network on several tasks together (``config.steps`` per task), then
     predict each, all within ``seconds``.
 
-    Each phase retries on its own at half the batch when it runs out of GPU memory, within the time
-    left of the one deadline fixed here: an out-of-memory error in prediction keeps the finished
-    fine-tuning. A task whose phase runs out of memory at every batch tried is returned failed.
+    Each phase retries on its own when it runs out of GPU memory (fine-tuning at half the
+    micro-batch, prediction at half the batch), within the time left of the one deadline fixed here:
+    an out-of-memory error in prediction keeps the finished fine-tuning. A task whose phase runs out
+    of memory at every size tried is returned failed.
     """
     network = network.with_overrides(config.model_overrides)
     start = time.perf_counter()
@@ -122,12 +127,13 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
     hidden = [t.without_solutions() for t in tasks]
     catalogue = PuzzleCatalogue([], hidden, config.num_aug, config.seed)
 
-    tuned, batch = _halving_on_oom(
-        lambda b: _finetune(len(tasks), network, config, catalogue, canvas, b, device, dtype, deadline),
-        config.batch, device)
+    tuned, micro_batch = _halving_on_oom(
+        lambda m: _finetune(len(tasks), network, config, catalogue, canvas, m, device, dtype, deadline),
+        first_micro_batch(network.config, config, canvas, device, dtype), device)
     finetune_seconds = time.perf_counter() - start
     if tuned is None:
-        return [TaskOutcome.failure(t, f"out of GPU memory in fine-tuning, down to batch {batch}") for t in tasks]
+        return [TaskOutcome.failure(t, f"out of GPU memory in fine-tuning, down to micro-batch {micro_batch}")
+                for t in tasks]
 
     outcomes, inference_batch = [], config.inference_batch
     for k, (task, group) in enumerate(zip(tasks, catalogue.groups)):
@@ -139,7 +145,8 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
         if outcome is None:
             outcome = TaskOutcome.failure(task, f"out of GPU memory in prediction, down to batch {inference_batch}")
         outcome.finetune_steps, outcome.finetune_seconds = tuned.steps, finetune_seconds
-        outcome.batch, outcome.inference_batch, outcome.canvas = batch, inference_batch, canvas
+        outcome.batch, outcome.micro_batch = config.batch, micro_batch
+        outcome.inference_batch, outcome.canvas = inference_batch, canvas
         outcomes.append(outcome)
     return outcomes
 
@@ -181,17 +188,28 @@ def _build_model(network: Network, device: torch.device, dtype: torch.dtype) -> 
     return model.to(device)
 
 
+def first_micro_batch(model_config: ModelConfig, config: FinetuneConfig, canvas: int, device: torch.device,
+                      dtype: torch.dtype) -> int:
+    """The micro-batch fine-tuning starts at: the configured one, or ("auto") what fits the GPU."""
+    if config.micro_batch is None:
+        return config.batch
+    if config.micro_batch == "auto":
+        return auto_micro_batch(model_config, canvas, config.batch, device, dtype)
+    return min(int(config.micro_batch), config.batch)
+
+
 def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, canvas: int,
-              batch: int, device: torch.device, dtype: torch.dtype, deadline: float) -> _Tuned:
-    """A fresh copy of the network, fine-tuned on the catalogue's tasks at ``batch`` for ``config.steps``
-    per task, or (steps None) as long as the time before ``deadline`` allows once inference's share
-    is kept back; the learning rate follows ``submission.schedule``."""
+              micro_batch: int, device: torch.device, dtype: torch.dtype, deadline: float) -> _Tuned:
+    """A fresh copy of the network, fine-tuned on the catalogue's tasks at ``config.batch`` (run
+    ``micro_batch`` samples at a time) for ``config.steps`` per task, or (steps None) as long as the
+    time before ``deadline`` allows once inference's share is kept back; the learning rate follows
+    ``submission.schedule``."""
     world = World(rank=0, size=1, local_rank=0, device=device)
     model = _build_model(network, device, dtype)
-    # The micro-batch goes here once OptimConfig has one: a retry then halves it and keeps the batch.
+    batch = config.batch
     optim = OptimConfig(global_batch=batch, lr=config.lr, lr_warmup_steps=config.warmup_steps,
                         weight_decay=config.weight_decay, puzzle_lr=config.puzzle_lr, ema_decay=0.0,
-                        train_network=config.embedding_steps == 0)
+                        train_network=config.embedding_steps == 0, micro_batch=micro_batch)
     learner = Learner(model.config, optim, catalogue.num_ids, world, dtype, config.seed, model=model)
     learner.puzzles.weight[:] = network.puzzle_mean.to(device)
     stream = TrainStream(catalogue, DataConfig(train_sources=(), held_out_sources=(), canvas=canvas,

@@ -171,7 +171,8 @@ def memory_line(device: torch.device) -> str:
 def task_line(outcome: TaskOutcome) -> str:
     """One line of progress per task: id, steps and batch, views, seconds, note."""
     seconds = outcome.finetune_seconds + outcome.inference_seconds
-    return (f"task {outcome.task_id}: {outcome.finetune_steps} steps at batch {outcome.batch}, {outcome.views} views "
+    micro = f" (micro-batch {outcome.micro_batch})" if 0 < outcome.micro_batch < outcome.batch else ""
+    return (f"task {outcome.task_id}: {outcome.finetune_steps} steps at batch {outcome.batch}{micro}, {outcome.views} views "
             f"at batch {outcome.inference_batch}, {seconds:.1f} s, {outcome.note}")
 
 

@@ -1,6 +1,7 @@
 """Running out of GPU memory, forced on the CPU: the training step or the prediction raises
-``torch.cuda.OutOfMemoryError``. Only the phase that failed runs again, at half its batch, within
-the time left of the task's one deadline, after the failed attempt's tensors are freed."""
+``torch.cuda.OutOfMemoryError``. Only the phase that failed runs again (fine-tuning at half its
+micro-batch, the batch kept; prediction at half its batch), within the time left of the task's one
+deadline, after the failed attempt's tensors are freed."""
 
 import dataclasses
 import sys
@@ -82,7 +83,8 @@ def test_out_of_memory_in_fine_tuning_retries_it_in_the_time_left(task, network,
     outcome = solve_task(task, network, config, CPU, seconds)
     assert time.perf_counter() - started < seconds + 1.0
     assert not outcome.failed and outcome.note == "ok"
-    assert outcome.batch == config.batch // 2 and outcome.inference_batch == config.inference_batch
+    assert outcome.batch == config.batch and outcome.micro_batch == config.batch // 2
+    assert outcome.inference_batch == config.inference_batch
     assert outcome.finetune_steps == training.calls - 1 >= 1 and outcome.views > 0
 
 
@@ -95,7 +97,7 @@ def test_out_of_memory_in_prediction_keeps_the_fine_tuning(task, network, monkey
     outcome = solve_task(task, network, config, CPU, float("inf"))
     assert training.calls == config.steps == outcome.finetune_steps  # fine-tuned once, not again
     assert prediction.calls == 2 and outcome.inference_batch == config.inference_batch // 2
-    assert outcome.batch == config.batch
+    assert outcome.batch == outcome.micro_batch == config.batch
     assert not outcome.failed and outcome.views == config.views and outcome.ranked[0]
 
 
@@ -114,7 +116,7 @@ def test_out_of_memory_at_every_batch_fails_the_task(task, network, monkeypatch,
         assert outcome.note == f"out of GPU memory in prediction, down to batch {config.inference_batch // 4}"
     else:
         assert calls["predict"].calls == 0
-        assert outcome.note == f"out of GPU memory in fine-tuning, down to batch {config.batch // 4}"
+        assert outcome.note == f"out of GPU memory in fine-tuning, down to micro-batch {config.batch // 4}"
 
 
 def test_memory_is_freed_outside_the_except(task, network, monkeypatch):
@@ -132,3 +134,28 @@ def test_memory_is_freed_outside_the_except(task, network, monkeypatch):
     outcome = solve_task(task, network, tiny_config(), CPU, float("inf"))
     assert not outcome.failed
     assert active_errors == [None, None]
+
+
+def test_halved_micro_batch_keeps_the_optimizer_batch(task, network, monkeypatch):
+    """After running out of memory the retry accumulates two half micro-batches: every optimizer
+    step still sees the recipe's batch of slots."""
+    seen = []
+
+    def record(learner, slots, *args):
+        seen.append((slots.local_batch, learner.micro_batch_size(slots.side, slots.local_batch)))
+
+    def train_step(learner, slots, *args):
+        record(learner, slots)
+        return real_train_step(learner, slots, *args)
+
+    real_train_step = finetune.train_step
+    monkeypatch.setattr(finetune, "train_step", Counting(train_step, oom_on={1}, before_oom=record))
+    config = tiny_config(micro_batch=8)
+    outcome = solve_task(task, network, config, CPU, float("inf"))
+    assert seen[0] == (8, 8) and set(seen[1:]) == {(8, 4)}
+    assert outcome.batch == 8 and outcome.micro_batch == 4 and not outcome.failed
+
+
+def test_auto_micro_batch_is_the_whole_batch_on_a_cpu(task, network):
+    outcome = solve_task(task, network, tiny_config(), CPU, float("inf"))
+    assert tiny_config().micro_batch == "auto" and outcome.micro_batch == outcome.batch == 8

@@ -43,6 +43,7 @@ from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
 from arc_data.tasks import Task, select
 from pretrain.distributed import default_dtype, pick_device
+from pretrain.export import ExportError, refuse_pretrained_tasks
 from submission.config import PRESETS, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
 from submission.finetune import Network, TaskOutcome, solve_shard
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
@@ -227,7 +228,9 @@ def run_suite(args: argparse.Namespace) -> int:
         config, model_changes = suite_config(args)
         tasks = suite_tasks(args)
         network = load_network(args.checkpoint, model_changes)
-    except (ArcDataError, OSError, SettingError) as error:
+        if args.checkpoint and not args.allow_pretrained_tasks:
+            refuse_pretrained_tasks(Path(args.checkpoint), tasks)
+    except (ArcDataError, ExportError, OSError, SettingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not tasks:
@@ -308,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="suite: worker processes (default one per CPU core)")
     parser.add_argument("--json", help="suite: write the result here")
     parser.add_argument("--submission", help="suite: keep the submission file here")
+    parser.add_argument("--allow-pretrained-tasks", action="store_true",
+                        help="suite: score a network even on tasks its pretrained_on.json lists")
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                         help="suite: change a field of the preset (lr=1e-3) or of the fresh network (model.hidden=128)")
     args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ import numpy as np
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task, select
-from pretrain.export import CONFIG, ExportError, read_model_config
+from pretrain.export import CONFIG, ExportError, read_model_config, refuse_pretrained_tasks
 from pretrain.import_official import RECIPES, OfficialImportError, import_checkpoint, is_official_checkpoint
 from submission import kaggle_env
 from submission.config import PRESETS, fresh_model_config
@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, metavar="N",
                         help="fine-tuning steps per task, for reproducible runs (default: the preset's; "
                              "the cpu preset fine-tunes for the whole time share)")
+    parser.add_argument("--allow-pretrained-tasks", action="store_true",
+                        help="score the network even on tasks it was pretrained on (its pretrained_on.json lists "
+                             "them; refused by default: such a score measures memory)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare_output(args.out)  # refuses a device, FIFO or directory; creates a missing folder
         tasks = load_tasks(args)
         check_exported_config(args.checkpoint)
+        if not args.allow_pretrained_tasks:
+            refuse_pretrained_tasks(args.checkpoint, tasks)
         write_fallback(args.out, tasks)
         network = load_network(args.checkpoint, args.recipe, args.config, args.set)
     except (ArcDataError, SubmissionError, ExportError, OSError) as error:

@@ -12,7 +12,13 @@ task, and reports pass@1, pass@2 and pass@K per task and per test output, second
 settings and the machine's load, as JSON (``--json``) and as a Markdown row for docs/BENCHMARKS.md::
 
     python -m submission.bench --suite small-arc --dataset arc-agi-1 --split train --max-side 8 \
-        --seconds-per-task 80 --json small-arc.json [--compare-selectors] [--shard-tasks N] [--checkpoint DIR]
+        --seconds-per-task 80 --json small-arc.json [--compare-selectors] [--shard-tasks N] [--checkpoint DIR] \
+        [--set lr=1e-3 num_aug=32 model.hidden=128]
+
+``--set KEY=VALUE`` changes one field of the preset (``FinetuneConfig``) for the run, or with a
+``model.`` prefix one field of the fresh network's ``ModelConfig`` (of a checkpoint's network only
+the test-time fields ``T``, ``n``, ``max_steps``, ``halt_exploration``): the tuning knobs, recorded
+in the JSON's settings.
 
 Tune on the training split; the evaluation split is for reporting.
 """
@@ -37,8 +43,9 @@ from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
 from arc_data.tasks import Task, select
 from pretrain.distributed import default_dtype, pick_device
+from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, l4_scale
-from submission.config import PRESETS, fresh_model_config
+from submission.config import PRESETS, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
 from submission.finetune import Network, TaskOutcome, solve_shard
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
 from submission.scoring import score_submission
@@ -146,21 +153,78 @@ def markdown_row(result: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+class SettingError(ValueError):
+    """A ``--set KEY=VALUE`` that names no field or gives a value the field refuses."""
+
+
+def parse_settings(items: list[str]) -> tuple[dict, dict]:
+    """``KEY=VALUE`` items as (preset changes, model changes: the ``model.`` keys). VALUE is read as
+    JSON (``1e-3``, ``true``, ``{"T": 4}``), ``none`` as None, anything else as a word."""
+    preset, model = {}, {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SettingError(f"--set {item!r}: expected KEY=VALUE")
+        target, name = (model, key.removeprefix("model.")) if key.startswith("model.") else (preset, key)
+        target[name] = _setting_value(text)
+    return preset, model
+
+
+def _setting_value(text: str):
+    if text.lower() == "none":
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _replaced(config, changes: dict, what: str):
+    """``config`` (a dataclass) with ``changes``, every key checked against its fields."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise SettingError(f"--set: {', '.join(unknown)} is not a field of {what} (known: {', '.join(sorted(fields))})")
+    try:
+        return dataclasses.replace(config, **changes)
+    except (TypeError, ValueError) as error:
+        raise SettingError(f"--set: {error}") from None
+
+
+def suite_config(args: argparse.Namespace) -> tuple[FinetuneConfig, dict]:
+    """The preset with the suite's flags and ``--set`` changes; and the model changes (``model.`` keys)."""
+    preset_changes, model_changes = parse_settings([item for group in args.set for item in group])
+    config = dataclasses.replace(PRESETS[args.preset](), compare_selectors=args.compare_selectors,
+                                 shard_tasks=max(1, args.shard_tasks))
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    config = _replaced(config, preset_changes, "the fine-tuning preset")
+    if args.checkpoint and model_changes:
+        # A trained network keeps its shapes: only the test-time fields may change.
+        unknown = sorted(set(model_changes) - set(TEST_TIME_MODEL_FIELDS))
+        if unknown:
+            raise SettingError(f"--set: a checkpoint's network may only change model.{', model.'.join(TEST_TIME_MODEL_FIELDS)}"
+                               f", got model.{', model.'.join(unknown)}")
+        config = _replaced(config, {"model_overrides": {**config.model_overrides, **model_changes}}, "")
+        model_changes = {}
+    return config, model_changes
+
+
 def run_suite(args: argparse.Namespace) -> int:
     """``--suite small-arc``: the whole pipeline on a size-selected split at a fixed budget per task."""
     try:
+        config, model_changes = suite_config(args)
         tasks = suite_tasks(args)
-        network = load_network(args.checkpoint)
-    except (ArcDataError, OSError) as error:
+        network = load_network(args.checkpoint, model_changes)
+        if args.checkpoint and not args.allow_pretrained_tasks:
+            refuse_pretrained_tasks(Path(args.checkpoint), tasks)
+    except (ArcDataError, ExportError, OSError, SettingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not tasks:
         print(f"error: no task fits {args.max_side} x {args.max_side}", file=sys.stderr)
         return 2
-    config = dataclasses.replace(PRESETS[args.preset](), compare_selectors=args.compare_selectors,
-                                 shard_tasks=max(1, args.shard_tasks))
-    if args.steps is not None:
-        config = dataclasses.replace(config, steps=args.steps)
+    sets = " ".join(item for group in args.set for item in group)
     workers = min(args.workers or os.cpu_count() or 1, len(tasks))
     time_limit = args.seconds_per_task * len(tasks) / workers + STOP_MARGIN
     label = args.source or f"{args.dataset} {args.split}"
@@ -170,7 +234,7 @@ def run_suite(args: argparse.Namespace) -> int:
                 "limit": args.limit, "seconds_per_task": args.seconds_per_task, "workers": workers,
                 "time_limit": time_limit, "preset": args.preset, "finetune": config.to_dict(),
                 "preset_label": args.preset + (f", {args.steps} steps" if args.steps is not None else "")
-                + (f", shards of {config.shard_tasks}" if config.shard_tasks > 1 else ""),
+                + (f", shards of {config.shard_tasks}" if config.shard_tasks > 1 else "") + (f", {sets}" if sets else ""),
                 "network": args.checkpoint or "fresh", "model": network.config.to_dict(),
                 "compare_selectors": args.compare_selectors, "load_before": os.getloadavg(), **machine()}
     print(f"{len(tasks)} tasks ({label}), {args.seconds_per_task:.0f} worker-seconds each on {workers} workers: "
@@ -202,12 +266,13 @@ def format_suite(result: dict) -> str:
     return "\n".join(lines)
 
 
-def load_network(checkpoint: str | None) -> Network:
+def load_network(checkpoint: str | None, fresh_changes: dict | None = None) -> Network:
+    """The exported network at ``checkpoint``, or a fresh one (``fresh_changes``: fields of its ModelConfig)."""
     if checkpoint and not (Path(checkpoint) / "model.json").exists():
         raise ArcDataError("is not an exported network (no model.json; see python -m pretrain.export)",
                            source=checkpoint)
     if not checkpoint:
-        return Network.fresh_init(fresh_model_config())
+        return Network.fresh_init(_replaced(fresh_model_config(), fresh_changes or {}, "the model"))
     from pretrain.export import load_exported
     model, mean = load_exported(checkpoint)
     return Network(model.config, model.state_dict(), mean, fresh=False)
@@ -234,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="suite: worker processes (default one per CPU core)")
     parser.add_argument("--json", help="suite: write the result here")
     parser.add_argument("--submission", help="suite: keep the submission file here")
+    parser.add_argument("--allow-pretrained-tasks", action="store_true",
+                        help="suite: score a network even on tasks its pretrained_on.json lists")
+    parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                        help="suite: change a field of the preset (lr=1e-3) or of the fresh network (model.hidden=128)")
     args = parser.parse_args(argv)
     if args.suite:
         return run_suite(args)

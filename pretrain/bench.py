@@ -172,11 +172,11 @@ def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int
     _sync(device)
     warmup_s = time.perf_counter() - start
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         train_step(learner, slots, stream)
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
 
     if device.type == "cuda":
         peak_memory, memory_kind = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
@@ -193,6 +193,8 @@ def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int
         "parameters": count_parameters(learner.model), "puzzle_ids": learner.puzzles.num_ids,
         "steps": steps, "warmup": warmup, "warmup_s": round(warmup_s, 3), "seconds": round(seconds, 4),
         "sample_steps_per_s": batch * steps / seconds, "tokens_per_s": batch * steps * seq_len / seconds,
+        # This process's CPU time (all its threads): on a shared CPU it moves less than the wall time.
+        "cpu_seconds_per_sample_step": cpu_seconds / (batch * steps),
         "flops_per_step": flops["total"], "achieved_tflops": achieved / 1e12,
         "peak_tflops": peak_tflops if device.type == "cuda" else None,
         "mfu": achieved / (peak_tflops * 1e12) if device.type == "cuda" and peak_tflops else None,

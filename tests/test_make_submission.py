@@ -144,7 +144,7 @@ def test_a_checkpoint_that_is_not_an_export_is_one_line(tmp_path):
 def test_joint_fine_tuning_of_shards_predicts_every_task(tmp_path):
     challenges, _ = write_challenges(tmp_path, synthetic_tasks(4, seed=7))
     out = tmp_path / "submission.json"
-    process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 60, "--shard-tasks", 2,
+    process = make_submission("--challenges", challenges, "--out", out, "--time-limit", 60, "--steps", 5, "--shard-tasks", 2,
                               "--workers", 1)
     stdout, stderr = process.communicate(timeout=180)
     assert process.returncode == 0, stderr

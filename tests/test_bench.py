@@ -111,7 +111,7 @@ def test_bench_runs_on_cpu_and_prints_json():
 def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path):
     out = tmp_path / "result.json"
     result = subprocess.run([sys.executable, "-m", "submission.bench", "--suite", "small-arc", "--source",
-                             "synthetic:3/2/colour_map", "--max-side", "5", "--seconds-per-task", "6", "--workers", "1",
+                             "synthetic:3/2/colour_map", "--max-side", "5", "--seconds-per-task", "12", "--workers", "1",
                              "--compare-selectors", "--json", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=180,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -125,7 +125,7 @@ def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path):
     # pass@2 of the written file agrees with the ranked candidates
     assert data["pass@2_file"]["per_task"] == data["candidates"]["pass@2"]["per_task"]
     row = result.stdout.strip().splitlines()[-1]
-    assert row.startswith("| synthetic:3/2/colour_map, within 5x5 | 3 (3 outputs) | 6 s x 1 workers | fresh | cpu |")
+    assert row.startswith("| synthetic:3/2/colour_map, within 5x5 | 3 (3 outputs) | 12 s x 1 workers | fresh | cpu |")
 
 
 @pytest.mark.slow

@@ -85,11 +85,14 @@ def small_arc_data() -> DataConfig:
 def small_arc() -> RunConfig:
     """A 2-core CPU, about two hours: the network that ``make_submission.py`` fine-tunes fresh on a CPU
     (``cpu_small``: 2-D RoPE, one supervision step), pretrained on the training splits' small tasks, so
-    that fresh and pretrained compare at the same test-time cost. Export it and pass it as ``--checkpoint``."""
+    that fresh and pretrained compare at the same test-time cost. Export it and pass it as ``--checkpoint``.
+
+    14,000 steps: two torchrun ranks of one thread each ran 2.1 steps/s on a quiet 2-core CPU
+    (docs/BENCHMARKS.md), so about two hours with the evaluations."""
     return RunConfig(
         name="small-arc", model=model_presets.cpu_small(), data=small_arc_data(),
         optim=OptimConfig(global_batch=64, lr=1e-3, lr_warmup_steps=200, ema_decay=0.999),
-        steps=20_000, log_every=100, eval_every=2_000, eval_views=8, eval_batch=128, checkpoint_every=1_000)
+        steps=14_000, log_every=100, eval_every=2_000, eval_views=8, eval_batch=128, checkpoint_every=1_000)
 
 
 def trm_arc1() -> RunConfig:

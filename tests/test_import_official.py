@@ -62,13 +62,7 @@ def sets_of(case: str) -> list[str]:
     return [value for flag, value in zip(args[::2], args[1::2]) if flag == "--set"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small forward passes run faster on one thread, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@
     python make_submission.py --checkpoint runs/trm-arc2/export --preset kaggle-4xl4 --time-limit 41400
     python make_submission.py --checkpoint step_220708 --recipe nvarc-trm-031 --preset kaggle-nvarc
 
-For every task: fine-tune the network on its demonstrations (a fresh network when no
-``--checkpoint`` is given), predict every test input under many augmented views, map back, vote,
+For every task: fine-tune the network on its demonstrations (when no ``--checkpoint`` is given, the
+small network shipped in submission/pretrained/small-arc, pretrained on ARC training tasks within
+10x10; ``--fresh`` for a fresh one), predict every test input under many augmented views, map back, vote,
 and keep the two best candidates. The file is pre-filled and written before any model work and
 rewritten after every task, so it is valid at every moment. On Kaggle the challenges file and the
 output path are found automatically.
@@ -31,7 +32,7 @@ from arc_data.tasks import Task, select
 from pretrain.export import CONFIG, ExportError, read_model_config, refuse_pretrained_tasks
 from pretrain.import_official import RECIPES, OfficialImportError, import_checkpoint, is_official_checkpoint
 from submission import kaggle_env
-from submission.config import PRESETS, fresh_model_config
+from submission.config import PRESETS, SHIPPED_NETWORK, fresh_model_config
 from submission.finetune import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
@@ -51,8 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", choices=SPLITS, default="eval", help="split of the bundled dataset")
     parser.add_argument("--challenges", type=Path, help="Kaggle-layout challenges file (instead of --dataset)")
     parser.add_argument("--solutions", type=Path, help="Kaggle-layout solutions, to score the result")
-    parser.add_argument("--checkpoint", type=Path, help="exported network (python -m pretrain.export), or a "
-                        "checkpoint file of the official TRM/HRM code, imported on the fly; default: a fresh network")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--checkpoint", type=Path, help="exported network (python -m pretrain.export), or a "
+                       "checkpoint file of the official TRM/HRM code, imported on the fly; default: the small "
+                       "network shipped in submission/pretrained/small-arc")
+    start.add_argument("--fresh", action="store_true", help="fine-tune a freshly initialised network on each task")
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="official checkpoint without an all_config.yaml "
                                                                   "beside it: its known config")
     parser.add_argument("--config", type=Path, help="official checkpoint: its all_config.yaml (default: beside it)")
@@ -98,6 +102,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.time_limit is None:
         args.time_limit = KAGGLE_TIME_LIMIT if on_kaggle else 840.0
     args.out = args.out or Path("submission.json")
+    if args.checkpoint is None and not args.fresh:
+        args.checkpoint = SHIPPED_NETWORK
     return args
 
 
@@ -118,9 +124,11 @@ def load_network(checkpoint: Path | None, recipe: str | None = None, config: Pat
     if official:
         return import_official_network(checkpoint, recipe, config, [item for group in sets for item in group])
     if checkpoint is None:
-        print("no --checkpoint: fine-tuning a FRESH network on each task (expect a near-zero score; "
-              "pretrain one with python -m pretrain)")
+        print("--fresh: fine-tuning a freshly initialised network on each task")
         return Network.fresh_init(fresh_model_config())
+    if checkpoint == SHIPPED_NETWORK:
+        print("no --checkpoint: starting from the small network shipped in submission/pretrained/small-arc, "
+              "pretrained on ARC training tasks within 10x10 (--fresh for a fresh one)")
     if not (checkpoint / CONFIG).exists():
         raise ArcDataError("is not an exported network (no model.json; see python -m pretrain.export)",
                            source=str(checkpoint))
@@ -177,6 +185,9 @@ def check_exported_config(checkpoint: Path | None) -> None:
     if checkpoint is None:
         return
     if not checkpoint.exists():
+        if checkpoint == SHIPPED_NETWORK:
+            raise ArcDataError("the shipped network is missing from this installation; pass --checkpoint or --fresh",
+                               source=str(checkpoint))
         raise ArcDataError("no such checkpoint file or folder", source=str(checkpoint))
     if (checkpoint / CONFIG).is_file():
         read_model_config(checkpoint / CONFIG)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from pretrain.config import ModelConfig, cpu_small
+
+# The network make_submission starts from when no --checkpoint is given: the small-arc pretraining
+# preset's network (docs/BENCHMARKS.md, "Pretraining on a CPU"), a few hundred KB shipped with the code.
+SHIPPED_NETWORK = Path(__file__).resolve().parent / "pretrained" / "small-arc"
 
 # Model fields a preset may change at test time: none of them changes a tensor's shape.
 TEST_TIME_MODEL_FIELDS = ("T", "n", "max_steps", "halt_exploration")
@@ -64,8 +69,8 @@ class FinetuneConfig:
 
 
 def fresh_model_config() -> ModelConfig:
-    """The network fine-tuned from scratch when no checkpoint is given (a fresh CPU machine): the same
-    network the ``small-arc`` pretraining preset trains, so the two compare at equal test-time cost."""
+    """The network fine-tuned from scratch (``make_submission.py --fresh``): the same network the
+    ``small-arc`` pretraining preset trains, so the two compare at equal test-time cost."""
     return cpu_small()
 
 

@@ -56,6 +56,13 @@ def test_the_export_records_every_task_and_every_pair_it_trained_on(exported):
     assert raw["train_sources"] == [TRAIN] and raw["held_out_sources"] == [HELD_OUT] and raw["steps"] == 2
 
 
+def test_the_exported_files_are_readable_by_others_as_the_umask_allows(exported):
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in exported.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
+
+
 def test_a_renamed_rotated_recoloured_copy_is_found_and_a_new_task_is_not(exported):
     record = read_pretraining_record(exported)
     original = load_source(TRAIN)[0]

@@ -33,9 +33,11 @@ from pretrain.puzzle_embedding import PuzzleEmbedding
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/official"
 
-pytestmark = pytest.mark.skipif(
-    not (FIXTURES / "README.md").is_file(),
-    reason=f"the official-code fixtures are not at {FIXTURES} (../shared/fixtures/official from the repository root)")
+pytestmark = [
+    pytest.mark.skipif(not (FIXTURES / "README.md").is_file(), reason=f"the official-code fixtures are not at "
+                       f"{FIXTURES} (../shared/fixtures/official from the repository root)"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 # case -> (folder with case.json, batch.npz and expected.npz; checkpoint file)
 CASES = {
@@ -60,9 +62,6 @@ def case_json(case: str) -> dict:
 def sets_of(case: str) -> list[str]:
     args = case_json(case)["import_args"]
     return [value for flag, value in zip(args[::2], args[1::2]) if flag == "--set"]
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +414,7 @@ def test_make_submission_imports_an_official_checkpoint_on_the_fly(tmp_path):
                              str(FIXTURES / CASES["trm-att-small"][1]), "--set", "seq_len=100",
                              "--challenges", str(tmp_path / "challenges.json"),
                              "--solutions", str(tmp_path / "solutions.json"), "--limit", "2",
-                             "--time-limit", "20", "--workers", "1", "--out", str(out)],
+                             "--time-limit", "120", "--steps", "3", "--workers", "1", "--out", str(out)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     assert "imported" in result.stdout and "pass@2" in result.stdout

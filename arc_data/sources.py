@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -34,6 +35,14 @@ def read_json(path: Path) -> object:
         return orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise ArcDataError(f"is not valid JSON ({error})", source=str(path)) from None
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from open(): read-write for all, less the process's umask. Files
+    written through a private temporary file (atomic replacement) take it, as a plain write would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load_bundled(dataset: str, split: str) -> list[Task]:

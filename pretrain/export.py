@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from arc_data.grids import ArcDataError
 from arc_data.overlap import content_keys, pair_key
-from arc_data.sources import load_source
+from arc_data.sources import load_source, new_file_mode
 from arc_data.tasks import Task
 from pretrain import checkpoint
 from pretrain.config import ModelConfig
@@ -50,7 +49,7 @@ def export_network(model: RecursiveModel, puzzle_mean: torch.Tensor, out_dir: Pa
     tensors[PUZZLE_MEAN] = puzzle_mean.detach().cpu().float().contiguous()
     tmp = out_dir / f".{WEIGHTS}.tmp"
     save_file(tensors, str(tmp))
-    tmp.chmod(_default_file_mode())  # the writer creates it private; the export is meant to be shared
+    tmp.chmod(new_file_mode())  # the writer creates it private; the export is meant to be shared
     tmp.replace(out_dir / WEIGHTS)
     (out_dir / CONFIG).write_bytes(orjson.dumps(model.config.to_dict(), option=orjson.OPT_INDENT_2))
     if pretrained_on is not None:
@@ -192,13 +191,6 @@ def refuse_pretrained_tasks(checkpoint: Path | None, tasks: list[Task]) -> None:
                            "on them measures memory: leave them out, start from another network (make_submission "
                            "--fresh), or pass --allow-pretrained-tasks",
                            source=str(checkpoint))
-
-
-def _default_file_mode() -> int:
-    """The mode a new file gets from open(): read-write for all, less the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _first_line(error: BaseException) -> str:

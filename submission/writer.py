@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from arc_data.grids import ArcDataError, check_grid_array, grid_to_list, to_grid
-from arc_data.sources import read_json
+from arc_data.sources import new_file_mode, read_json
 from arc_data.tasks import Task
 
 ATTEMPT_KEYS = ("attempt_1", "attempt_2")
@@ -144,17 +144,20 @@ def write_submission(path: Path | str, submission: Submission, tasks: Sequence[T
     file system), are flushed and fsynced, then renamed over the file: a reader, or a notebook
     killed at its deadline, sees the old file or the new one, never half of one. A symlink is
     followed (its target is replaced and the link stays a link); anything else that is not a
-    regular file is refused (see ``output_target``).
+    regular file is refused (see ``output_target``). A replaced file keeps its permissions; a new
+    one gets those of a plain write (the temporary file is created private).
     """
     validate_submission(submission, tasks)
     target = output_target(path)
     data = orjson.dumps(submission)
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else new_file_mode()
     handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as temp:
             temp.write(data)
             temp.flush()
             os.fsync(temp.fileno())
+        os.chmod(temp_name, mode)
         os.replace(temp_name, target)
     except BaseException:
         # Leave no stray temporary file behind; the original error still propagates.

@@ -131,6 +131,19 @@ def test_write_and_read_round_trip(tmp_path):
     assert os.listdir(tmp_path) == ["submission.json"]  # no temporary file left
 
 
+def test_a_new_file_gets_the_umask_mode_and_a_replaced_one_keeps_its_own(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "submission.json"
+        write_submission(path, prefill(TASKS), TASKS)
+        assert path.stat().st_mode & 0o777 == 0o644  # not the temporary file's private 0600
+        path.chmod(0o640)
+        write_submission(path, better_submission(), TASKS)
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
+
+
 def old_file(tmp_path) -> tuple[Path, bytes]:
     path = tmp_path / "submission.json"
     write_submission(path, prefill(TASKS), TASKS)

@@ -180,8 +180,8 @@ def argument_problem(args: argparse.Namespace) -> str | None:
 
 
 def check_exported_config(checkpoint: Path | None) -> None:
-    """An exported network's model.json, checked before the pre-fill replaces --out: a bad file is
-    bad input, reported in one line. The weights are loaded (and checked) after the pre-fill."""
+    """An exported network's model.json, checked before its weights are loaded: a bad file is bad
+    input, reported in one line naming the field."""
     if checkpoint is None:
         return
     if not checkpoint.exists():
@@ -194,7 +194,8 @@ def check_exported_config(checkpoint: Path | None) -> None:
 
 
 def write_fallback(out: Path, tasks: list[Task]) -> None:
-    """A complete, valid file before anything that can fail (loading the network, the run)."""
+    """A complete, valid file before the run, written once the input (tasks, network) has loaded: bad
+    input leaves an existing file as it was, and a crash during the run leaves a valid one."""
     hidden = [task.without_solutions() for task in tasks]
     write_submission(out, prefill(hidden), hidden)
 
@@ -228,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         check_exported_config(args.checkpoint)
         if not args.allow_pretrained_tasks:
             refuse_pretrained_tasks(args.checkpoint, tasks)
-        write_fallback(args.out, tasks)
         network = load_network(args.checkpoint, args.recipe, args.config, args.set)
+        write_fallback(args.out, tasks)
     except (ArcDataError, SubmissionError, ExportError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT

@@ -86,10 +86,10 @@ def small_arc() -> RunConfig:
     """A 2-core CPU, about two hours: the network that ``make_submission.py --fresh`` fine-tunes
     (``cpu_small``: 2-D RoPE, one supervision step), pretrained on the training splits' small tasks, so
     that fresh and pretrained compare at the same test-time cost. Export it and pass it as
-    ``--checkpoint``; its run stopped at 12,000 steps ships as make_submission's default start.
+    ``--checkpoint``; its run ships as make_submission's default start.
 
     14,000 steps: two torchrun ranks of one thread each ran 2.1 steps/s on a quiet 2-core CPU
-    (docs/BENCHMARKS.md), so about two hours with the evaluations."""
+    (docs/BENCHMARKS.md), so about two hours with the evaluations (measured: 135 minutes of training)."""
     return RunConfig(
         name="small-arc", model=model_presets.cpu_small(), data=small_arc_data(),
         optim=OptimConfig(global_batch=64, lr=1e-3, lr_warmup_steps=200, ema_decay=0.999),

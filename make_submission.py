@@ -29,7 +29,7 @@ import numpy as np
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task, select
-from pretrain.export import CONFIG, ExportError, read_model_config, refuse_pretrained_tasks
+from pretrain.export import CONFIG, ExportError, refuse_pretrained_tasks
 from pretrain.import_official import RECIPES, OfficialImportError, import_checkpoint, is_official_checkpoint
 from submission import kaggle_env
 from submission.config import PRESETS, SHIPPED_NETWORK, fresh_model_config
@@ -117,6 +117,11 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
 
 def load_network(checkpoint: Path | None, recipe: str | None = None, config: Path | None = None,
                  sets: Sequence[Sequence[str]] = ()) -> Network:
+    if checkpoint is not None and not checkpoint.exists():
+        if checkpoint == SHIPPED_NETWORK:
+            raise ArcDataError("the shipped network is missing from this installation; pass --checkpoint or --fresh",
+                               source=str(checkpoint))
+        raise ArcDataError("no such checkpoint file or folder", source=str(checkpoint))
     official = checkpoint is not None and is_official_checkpoint(checkpoint)
     if not official and (recipe or config or sets):
         raise ArcDataError("--recipe, --config and --set apply only to a checkpoint file of the official "
@@ -179,20 +184,6 @@ def argument_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def check_exported_config(checkpoint: Path | None) -> None:
-    """An exported network's model.json, checked before its weights are loaded: a bad file is bad
-    input, reported in one line naming the field."""
-    if checkpoint is None:
-        return
-    if not checkpoint.exists():
-        if checkpoint == SHIPPED_NETWORK:
-            raise ArcDataError("the shipped network is missing from this installation; pass --checkpoint or --fresh",
-                               source=str(checkpoint))
-        raise ArcDataError("no such checkpoint file or folder", source=str(checkpoint))
-    if (checkpoint / CONFIG).is_file():
-        read_model_config(checkpoint / CONFIG)
-
-
 def write_fallback(out: Path, tasks: list[Task]) -> None:
     """A complete, valid file before the run, written once the input (tasks, network) has loaded: bad
     input leaves an existing file as it was, and a crash during the run leaves a valid one."""
@@ -226,7 +217,6 @@ def main(argv: list[str] | None = None) -> int:
         args = resolve(args)
         prepare_output(args.out)  # refuses a device, FIFO or directory; creates a missing folder
         tasks = load_tasks(args)
-        check_exported_config(args.checkpoint)
         if not args.allow_pretrained_tasks:
             refuse_pretrained_tasks(args.checkpoint, tasks)
         network = load_network(args.checkpoint, args.recipe, args.config, args.set)

@@ -33,6 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--global-batch", type=int, help="samples per optimizer step over all ranks")
     parser.add_argument("--lr", type=float, help="network learning rate")
+    parser.add_argument("--lr-cooldown-steps", type=int,
+                        help="decay the learning rates linearly to zero over the run's last N steps (default 0: "
+                             "constant after warm-up, as in the papers); with --resume and a larger --steps, "
+                             "a finished constant-rate run gets a cool-down")
     parser.add_argument("--num-aug", type=int, help="augmented versions per task")
     parser.add_argument("--train-sources", nargs="+", help="task sources trained on with their test pairs")
     parser.add_argument("--held-out-sources", nargs="*", help="task sources whose test inputs are held out")
@@ -75,7 +79,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         config.puzzle_storage = args.puzzle_table
     if args.pos_encoding:
         config.model = config.model.replace(pos_encoding=args.pos_encoding)
-    optim = {"global_batch": args.global_batch, "lr": args.lr, "micro_batch": args.micro_batch,
+    optim = {"global_batch": args.global_batch, "lr": args.lr, "lr_cooldown_steps": args.lr_cooldown_steps,
+             "micro_batch": args.micro_batch,
              "activation_checkpointing": True if args.activation_checkpointing else None}
     config.optim = dataclasses.replace(config.optim, **{k: v for k, v in optim.items() if v is not None})
     data = {"num_aug": args.num_aug, "bucket_canvas": True if args.bucket_canvas else None,

@@ -40,6 +40,7 @@ class OptimConfig:
     global_batch: int = 768  # samples per optimizer step, summed over ranks
     lr: float = 1e-4  # network learning rate after warm-up
     lr_warmup_steps: int = 2000  # linear warm-up, then constant (the puzzle lr warms up too)
+    lr_cooldown_steps: int = 0  # linear decay to zero over the run's last N steps (0: constant to the end)
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1
@@ -109,6 +110,12 @@ class Learner:
 
     def warmup_factor(self) -> float:
         return min(1.0, (self.step + 1) / max(1, self.optim.lr_warmup_steps))
+
+    def run_lr_factor(self, total_steps: int) -> float:
+        """Pretraining's schedule at this step of a ``total_steps`` run: warm-up, constant, cool-down."""
+        cooldown = self.optim.lr_cooldown_steps
+        cool = min(1.0, (total_steps - self.step) / cooldown) if cooldown else 1.0
+        return self.warmup_factor() * cool
 
     def step_lr_factor(self) -> float:
         return self.lr_factor if self.lr_factor is not None else self.warmup_factor()

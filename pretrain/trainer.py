@@ -126,6 +126,7 @@ class Trainer:
         bar = tqdm(total=total, initial=learner.step, disable=not self.world.is_main, desc="train", mininterval=5)
         while learner.step < total:
             canvas = self._canvas_for_step(learner.step)
+            learner.lr_factor = learner.run_lr_factor(total)
             step_sums = train_step(learner, self.slots[canvas], self.streams[canvas])
             self._report_micro_batch(canvas)
             self._window_tokens += cfg.optim.global_batch * (cfg.model.prefix_tokens + canvas * canvas)
@@ -167,7 +168,7 @@ class Trainer:
         batch = self.config.optim.global_batch
         record = summarize_metrics(sums, batch * steps)
         record["loss"] = float(sums["loss"]) / (batch * steps)
-        record |= {"step": self.learner.step, "lr": self.config.optim.lr * self.learner.warmup_factor(),
+        record |= {"step": self.learner.step, "lr": self.config.optim.lr * self.learner.step_lr_factor(),
                    "sample_steps_per_s": batch * steps / seconds,
                    "tokens_per_s": self._window_tokens / seconds,
                    "samples_seen": sum(stream.consumed for stream in self.streams.values())}

@@ -51,6 +51,24 @@ def test_resume_continues_the_same_loss_curve(tmp_path):
     assert state["learner"]["step"] == 8 and state["config"]["name"] == "tiny"
 
 
+def logged_lr_factors(run_dir, lr):
+    return [r["lr"] / lr for r in map(orjson.loads, (Path(run_dir) / "metrics.jsonl").read_bytes().splitlines())
+            if "lr" in r]
+
+
+def test_a_finished_constant_run_resumes_into_a_linear_cool_down(tmp_path):
+    constant = short_run(4)
+    constant.optim = dataclasses.replace(constant.optim, lr_warmup_steps=1)
+    Trainer(constant, tmp_path, setup_world("cpu")).train()
+    cooled = dataclasses.replace(constant, steps=8)
+    cooled.optim = dataclasses.replace(constant.optim, lr_cooldown_steps=4)
+    resumed = Trainer(cooled, tmp_path, setup_world("cpu"))
+    assert resumed.resume()
+    resumed.train()
+    assert logged_lr_factors(tmp_path, constant.optim.lr) == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert resumed.learner.optimizer.param_groups[0]["lr"] == pytest.approx(0.25 * constant.optim.lr)
+
+
 def test_export_round_trip(tmp_path):
     trainer = Trainer(short_run(3), tmp_path / "run", setup_world("cpu"))
     trainer.train()

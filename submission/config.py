@@ -81,7 +81,7 @@ def cpu() -> FinetuneConfig:
     Tuned on ARC-AGI-1 training tasks within 8x8 (docs/BENCHMARKS.md): 32 augmentations without
     translation, batch 32, lr 1e-3 and the vote gave 32% pass@2 where 16 translated augmentations,
     batch 16 and lr 3e-3 gave 9%. From the shipped pretrained network (make_submission's default start)
-    the same preset gives 33% pass@2 on the 21 ARC-AGI-1 evaluation tasks within 8x8, 17% fresh."""
+    the same preset gives 36% pass@2 on the 21 ARC-AGI-1 evaluation tasks within 8x8, 17% fresh."""
     return FinetuneConfig(num_aug=32, steps=None, embedding_steps=0, batch=32, lr=1e-3, puzzle_lr=1e-2,
                           warmup_steps=5, lr_schedule="cosine", translate=False, views=32, inference_batch=64,
                           selector="vote", max_task_seconds=600.0)

@@ -83,7 +83,7 @@ def small_arc_data() -> DataConfig:
 
 
 def small_arc() -> RunConfig:
-    """A 2-core CPU, about two hours: the network that ``make_submission.py --fresh`` fine-tunes
+    """A 2-core CPU, about three hours: the network that ``make_submission.py --fresh`` fine-tunes
     (``cpu_small``: 2-D RoPE, one supervision step), pretrained on the training splits' small tasks, so
     that fresh and pretrained compare at the same test-time cost. Export it and pass it as
     ``--checkpoint``; its run ships as make_submission's default start.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.bench import network_call_flops, peak_tflops_for, supervision_step_flops
+from bench.train import network_call_flops, peak_tflops_for, supervision_step_flops
 from pretrain.config import ModelConfig, hrm_arc1, trm_arc1, trm_mlp_arc1
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def test_peak_table_matches_device_names():
 
 def test_bench_runs_on_cpu_and_prints_json():
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "pretrain.bench", "--device", "cpu", "--preset", "tiny",
+    result = subprocess.run([sys.executable, "-m", "bench.train", "--device", "cpu", "--preset", "tiny",
                              "--steps", "2", "--warmup", "1", "--json"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     seconds = time.perf_counter() - start
@@ -110,7 +110,7 @@ def test_bench_runs_on_cpu_and_prints_json():
 
 def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path):
     out = tmp_path / "result.json"
-    result = subprocess.run([sys.executable, "-m", "submission.bench", "--suite", "small-arc", "--source",
+    result = subprocess.run([sys.executable, "-m", "bench.submission", "--suite", "small-arc", "--source",
                              "synthetic:3/2/colour_map", "--max-side", "5", "--seconds-per-task", "12", "--workers", "1",
                              "--compare-selectors", "--json", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=180,
@@ -136,7 +136,7 @@ def test_small_arc_benchmark_keeps_its_floor(tmp_path):
     candidates, 1 of 16 in the two attempts); the tuned preset passes it too.
     A broken augmentation inversion, selection or fine-tuning falls to 0."""
     out = tmp_path / "result.json"
-    result = subprocess.run([sys.executable, "-m", "submission.bench", "--suite", "small-arc", "--dataset", "arc-agi-1",
+    result = subprocess.run([sys.executable, "-m", "bench.submission", "--suite", "small-arc", "--dataset", "arc-agi-1",
                              "--split", "train", "--max-side", "8", "--limit", "12", "--steps", "300",
                              "--seconds-per-task", "600", "--json", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=3600,

@@ -118,7 +118,7 @@ def test_the_flag_or_hidden_solutions_let_it_run(exported, tmp_path, capsys, all
 
 
 def test_the_benchmark_suite_refuses_too(exported):
-    result = subprocess.run([sys.executable, "-m", "submission.bench", "--suite", "small-arc", "--source", TRAIN,
+    result = subprocess.run([sys.executable, "-m", "bench.submission", "--suite", "small-arc", "--source", TRAIN,
                              "--checkpoint", str(exported), "--seconds-per-task", "5"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr

@@ -1,4 +1,4 @@
-"""Augmentation benchmark: ``python -m augment.bench``.
+"""Augmentation benchmark: ``python -m bench.augment``.
 
 Encodes every demonstration and test pair of ARC-AGI-1 (training + evaluation) under up to 1000
 augmentations each, with a fresh random translation per pair, through the numba kernel, and a

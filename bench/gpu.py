@@ -1,4 +1,4 @@
-"""Everything a GPU session should measure, in one command: ``python -m pretrain.bench --gpu-report DIR``.
+"""Everything a GPU session should measure, in one command: ``python -m bench.train --gpu-report DIR``.
 
 Writes ``DIR/report.json`` (every row with its numbers) and ``DIR/report.md`` (one table), rewritten
 after every row so a session cut short keeps what it measured. Parts, each well under 10 minutes
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from arc_data.sources import load_bundled
-from pretrain.bench import bench_one, device_name
+from bench.train import bench_one, device_name
 from pretrain.config import MODEL_PRESETS, trm_arc2
 from pretrain.data import CANVAS_BUCKETS, PuzzleCatalogue
 from pretrain.distributed import World, default_dtype
@@ -109,7 +109,7 @@ def markdown(header: dict, rows: list[dict]) -> str:
     lines = [f"# GPU report: {header['device']}", "",
              f"torch {header['torch']}, CUDA {header['cuda']}, size `{header['size']}`, "
              f"1-minute load average {header['load_average_1m']}. Written by "
-             "`python -m pretrain.bench --gpu-report DIR`; numbers in `report.json`.", "",
+             "`python -m bench.train --gpu-report DIR`; numbers in `report.json`.", "",
              "| part | configuration | status | result | note |", "| --- | --- | --- | --- | --- |"]
     for row in rows:
         cells = [row["part"], row["name"], row["status"], row["result"], row["note"]]

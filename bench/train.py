@@ -1,4 +1,4 @@
-"""Training throughput benchmark: ``python -m pretrain.bench``.
+"""Training throughput benchmark: ``python -m bench.train``.
 
 Times the real ``train_step`` (refill halted slots, one supervision step, AdamATan2 step, puzzle
 sign-SGD, EMA) at a preset and reports, per configuration: sample-steps per second (batch x steps /
@@ -12,11 +12,11 @@ and nothing is downloaded; throughput does not depend on what the grids contain.
 or ``20`` measures a smaller canvas (shorter sequences) as a proxy for canvas bucketing. The batch
 runs in micro-batches as the preset says (the paper presets: as many as fit the GPU).
 
-    python -m pretrain.bench                                  # trm-arc1 on CUDA, tiny on CPU
-    python -m pretrain.bench --preset trm-arc1 --compare-compile
-    python -m pretrain.bench --preset tiny --canvas 16 --pos-encoding rope2d --json
-    python -m pretrain.bench --gpu-report DIR                 # everything a GPU session should measure,
-                                                              # see pretrain/gpu_report.py
+    python -m bench.train                                  # trm-arc1 on CUDA, tiny on CPU
+    python -m bench.train --preset trm-arc1 --compare-compile
+    python -m bench.train --preset tiny --canvas 16 --pos-encoding rope2d --json
+    python -m bench.train --gpu-report DIR                 # everything a GPU session should measure,
+                                                           # see bench/gpu.py
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pretrain.learner import Learner, Slots, train_step
 from pretrain.model import count_parameters
 from pretrain.presets import PRESETS, RunConfig
 
-REPORT_SIZES = ("full", "reduced", "smoke")  # see pretrain/gpu_report.py
+REPORT_SIZES = ("full", "reduced", "smoke")  # see bench/gpu.py
 
 # The largest default batch on a CPU (a GPU takes the preset's batch, in micro-batches that fit).
 CPU_DEFAULT_BATCH_CAP = 64
@@ -226,7 +226,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pretrain.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="default: trm-arc1 on CUDA, tiny on CPU")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: run the benchmark in one process (not under torchrun)", file=sys.stderr)
             return 2
         if args.gpu_report:
-            from pretrain.gpu_report import write_report  # the report's heavier imports only when asked
+            from bench.gpu import write_report  # the report's heavier imports only when asked
             write_report(args.gpu_report, world, args.report_size, args.finetune_preset)
             return 0
         device = world.device

@@ -1,4 +1,4 @@
-"""Seconds per task of test-time fine-tuning and inference: ``python -m submission.bench``.
+"""Seconds per task of test-time fine-tuning and inference: ``python -m bench.submission``.
 
 Runs ``solve_task`` on the first ``--tasks`` tasks of a bundled evaluation set with a preset's
 fixed number of steps and views (no time limit), and prints fine-tuning and inference seconds per
@@ -11,7 +11,7 @@ deadline, time-driven fine-tuning) on a size-selected split at a fixed budget of
 task, and reports pass@1, pass@2 and pass@K per task and per test output, seconds per task, the
 settings and the machine's load, as JSON (``--json``) and as a Markdown row for docs/BENCHMARKS.md::
 
-    python -m submission.bench --suite small-arc --dataset arc-agi-1 --split train --max-side 8 \
+    python -m bench.submission --suite small-arc --dataset arc-agi-1 --split train --max-side 8 \
         --seconds-per-task 80 --json small-arc.json [--compare-selectors] [--shard-tasks N] [--checkpoint DIR] \
         [--set lr=1e-3 num_aug=32 model.hidden=128]
 
@@ -279,7 +279,7 @@ def load_network(checkpoint: str | None, fresh_changes: dict | None = None) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m submission.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.submission", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--dataset", choices=sorted(BUNDLED), default="arc-agi-2")
     parser.add_argument("--source", help="any task source instead (e.g. synthetic:6/11/colour_map+tile)")

@@ -1,4 +1,4 @@
-"""Everything a GPU session should measure, in one command: ``python -m bench.train --gpu-report DIR``.
+"""Everything a GPU session should measure, in one command: ``python -m bench.gpu DIR``.
 
 Writes ``DIR/report.json`` (every row with its numbers) and ``DIR/report.md`` (one table), rewritten
 after every row so a session cut short keeps what it measured. Parts, each well under 10 minutes
@@ -13,7 +13,7 @@ on an H100 at size "full" (about 25 minutes in all):
 5. test-time fine-tuning and inference through ``submission.finetune.solve_task`` at a submission
    preset (``kaggle-4xl4`` by default) on real ARC-AGI-2 evaluation tasks, with a paper-size network
    (fresh weights: time does not depend on them); compilation happens in an untimed warm-up per canvas;
-6. the projection to Kaggle's 240 hidden tasks on 4 L4s (``pretrain.hardware.l4_slowdown``).
+6. the projection to Kaggle's 240 hidden tasks on 4 L4s (``pretrain.hardware.kaggle_projection``).
 
 Without CUDA the same command measures what a CPU can, at reduced size (bytes per sample of the
 paper network in bf16, tiny-preset training, one task of fine-tuning at the ``cpu`` preset), and
@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from arc_data.sources import load_bundled
-from bench.train import bench_one, device_name
+from bench.common import device_name
+from bench.train import bench_one
 from pretrain.config import MODEL_PRESETS, trm_arc2
 from pretrain.data import CANVAS_BUCKETS, PuzzleCatalogue
 from pretrain.distributed import World, default_dtype
@@ -109,7 +110,7 @@ def markdown(header: dict, rows: list[dict]) -> str:
     lines = [f"# GPU report: {header['device']}", "",
              f"torch {header['torch']}, CUDA {header['cuda']}, size `{header['size']}`, "
              f"1-minute load average {header['load_average_1m']}. Written by "
-             "`python -m bench.train --gpu-report DIR`; numbers in `report.json`.", "",
+             "`python -m bench.gpu DIR`; numbers in `report.json`.", "",
              "| part | configuration | status | result | note |", "| --- | --- | --- | --- | --- |"]
     for row in rows:
         cells = [row["part"], row["name"], row["status"], row["result"], row["note"]]
@@ -159,8 +160,9 @@ def training_rows(report: Report, size: Size, catalogue: PuzzleCatalogue) -> Non
         mode = "compiled" if compiled else "eager"
 
         def canvas_30(compiled=compiled, mode=mode):
-            row = bench_one(run, run.model, 30, batch, compiled, size.train_steps, size.train_warmup, world, dtype,
-                            8, catalogue.num_ids, peak, 0)
+            row = bench_one(run, run.model, 30, batch, compile=compiled, steps=size.train_steps,
+                            warmup=size.train_warmup, world=world, dtype=dtype, puzzle_ids=catalogue.num_ids,
+                            peak_tflops=peak)
             note = ""
             if compiled:
                 note = f"target >= {TARGET_CANVAS_30:.0f}: {'met' if row['sample_steps_per_s'] >= TARGET_CANVAS_30 else 'not met'}"
@@ -181,8 +183,9 @@ def training_rows(report: Report, size: Size, catalogue: PuzzleCatalogue) -> Non
                 if time.perf_counter() - start > size.part_budget_s:
                     report.add("bucketing", name, "skipped", note=f"past the part's {size.part_budget_s:.0f} s budget")
                     continue
-                row = bench_one(run, config, canvas, batch, compiled, size.train_steps, size.train_warmup, world,
-                                dtype, 8, catalogue.num_ids, peak, 0)
+                row = bench_one(run, config, canvas, batch, compile=compiled, steps=size.train_steps,
+                                warmup=size.train_warmup, world=world, dtype=dtype, puzzle_ids=catalogue.num_ids,
+                                peak_tflops=peak)
                 rates[canvas] = row["sample_steps_per_s"]
                 note = ""
                 if compiled and canvas == 16:
@@ -310,8 +313,8 @@ def cpu_training_rows(report: Report, size: Size) -> None:
     """The CPU's own training row: the tiny preset, eager."""
     def run():
         preset = PRESETS["tiny"]()
-        row = bench_one(preset, preset.model, preset.data.canvas, preset.optim.global_batch, False,
-                        size.cpu_train_steps, 1, report.world, torch.float32, 8, 0, None, 0)
+        row = bench_one(preset, preset.model, preset.data.canvas, preset.optim.global_batch, compile=False,
+                        steps=size.cpu_train_steps, warmup=1, world=report.world, dtype=torch.float32)
         report.add("training", "tiny, canvas 10, eager, fp32 (CPU)", "measured",
                    f"{row['sample_steps_per_s']:,.1f} sample-steps/s, peak RSS {_gib(row['peak_memory_bytes'])}",
                    f"load average {row['load_average_1m']:.2f}", **row)
@@ -347,3 +350,24 @@ def write_report(out_dir: Path, world: World, size_name: str | None, finetune_pr
         finetune_rows(report, size, finetune_preset, on_gpu=False)
     print(f"wrote {report.out_dir / 'report.json'} and {report.out_dir / 'report.md'}", file=sys.stderr)
     return report.rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    from pretrain.distributed import setup_world, teardown_world
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path, metavar="DIR")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    parser.add_argument("--report-size", choices=sorted(SIZES), help="default: full on CUDA, reduced on a CPU")
+    parser.add_argument("--finetune-preset", default="kaggle-4xl4")
+    args = parser.parse_args(argv)
+    world = setup_world(args.device)
+    try:
+        write_report(args.out_dir, world, args.report_size, args.finetune_preset)
+    finally:
+        teardown_world()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

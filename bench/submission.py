@@ -3,8 +3,9 @@
 Runs ``solve_task`` on the first ``--tasks`` tasks of a bundled evaluation set with a preset's
 fixed number of steps and views (no time limit), and prints fine-tuning and inference seconds per
 task, the peak GPU memory, and the projected time for 240 hidden tasks on Kaggle's 4x L4. The
-projection scales a GPU measurement by the ratio of dense bf16 rates (an L4 has about 121 TFLOP/s,
-an H100 SXM about 989, so roughly 1/8); on a CPU it is not made.
+projection scales a GPU measurement by how much slower an L4 is, by dense bf16 rate or by memory
+bandwidth, whichever is larger (``pretrain.hardware.kaggle_projection``: an H100 SXM is 8.2x an L4
+in rate, 11.2x in bandwidth); on a CPU it is not made.
 
 ``--suite small-arc`` runs what a user runs instead (``run_submission``: worker processes, one
 deadline, time-driven fine-tuning) on a size-selected split at a fixed budget of worker-seconds per
@@ -42,9 +43,10 @@ import torch
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
 from arc_data.tasks import Task, select
+from bench.common import device_name
 from pretrain.distributed import default_dtype, pick_device
 from pretrain.export import ExportError, refuse_pretrained_tasks
-from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, l4_scale
+from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_projection
 from submission.config import PRESETS, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
 from submission.finetune import Network, TaskOutcome, solve_shard
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
@@ -331,18 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     # A shard's fine-tuning is shared by its tasks: count it once per shard.
     finetune = float(np.sum([o.finetune_seconds for o in rows[::args.shard_tasks]])) / len(rows)
     inference = float(np.mean([o.inference_seconds for o in rows]))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"\n{name}, {dtype}, preset {args.preset}: per task {finetune:.1f} s fine-tuning "
+    print(f"\n{device_name(device)}, {dtype}, preset {args.preset}: per task {finetune:.1f} s fine-tuning "
           f"({config.steps} steps, batch {config.batch}) + {inference:.1f} s inference ({config.views} views)")
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     if args.compare_selectors:
         print(selector_table(chosen, rows))
-    scale = l4_scale(device)
-    if scale:
-        hours = (finetune + inference) * scale * KAGGLE_TASKS / KAGGLE_GPUS / 3600
-        print(f"projected on Kaggle: {KAGGLE_TASKS} tasks on {KAGGLE_GPUS}x L4 ~ {hours:.1f} h "
-              f"(this GPU's time x {scale:.1f}, the ratio of dense bf16 rates)")
+    spec = gpu_spec(device)
+    if spec:
+        p = kaggle_projection(spec, finetune + inference)
+        print(f"projected on Kaggle: {KAGGLE_TASKS} tasks on {KAGGLE_GPUS}x L4 ~ {p['hours']:.1f} h "
+              f"(this GPU's time x {p['used']:.1f}: an L4 is {p['compute']:.1f}x slower in bf16 rate, "
+              f"{p['bandwidth']:.1f}x in bandwidth, the larger is used)")
     else:
         print("projected on Kaggle: not made (needs a measurement on a known GPU)")
     return 0

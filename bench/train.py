@@ -15,8 +15,8 @@ runs in micro-batches as the preset says (the paper presets: as many as fit the 
     python -m bench.train                                  # trm-arc1 on CUDA, tiny on CPU
     python -m bench.train --preset trm-arc1 --compare-compile
     python -m bench.train --preset tiny --canvas 16 --pos-encoding rope2d --json
-    python -m bench.train --gpu-report DIR                 # everything a GPU session should measure,
-                                                           # see bench/gpu.py
+
+Everything a GPU session should measure, within a time budget: ``python -m bench.gpu DIR``.
 """
 
 from __future__ import annotations
@@ -25,15 +25,13 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from arc_data.synthetic import synthetic_tasks
+from bench.common import device_name, peak_memory, reset_peak_memory, sync
 from pretrain.config import ModelConfig
 from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream
 from pretrain.distributed import default_dtype, setup_world, teardown_world
@@ -41,8 +39,6 @@ from pretrain.hardware import peak_tflops_for
 from pretrain.learner import Learner, Slots, train_step
 from pretrain.model import count_parameters
 from pretrain.presets import PRESETS, RunConfig
-
-REPORT_SIZES = ("full", "reduced", "smoke")  # see bench/gpu.py
 
 # The largest default batch on a CPU (a GPU takes the preset's batch, in micro-batches that fit).
 CPU_DEFAULT_BATCH_CAP = 64
@@ -123,19 +119,6 @@ def supervision_step_flops(config: ModelConfig, batch: int, side: int) -> dict[s
 # Measurement
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    return f"cpu {cpu} ({torch.get_num_threads()} threads)"
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size since it started (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
-
-
 def synthetic_catalogue(canvas: int, num_aug: int, seed: int, count: int = 60) -> tuple[PuzzleCatalogue, DataConfig]:
     """Synthetic tasks whose grids fit ``canvas``, and a matching data config."""
     if canvas < 2:
@@ -145,14 +128,27 @@ def synthetic_catalogue(canvas: int, num_aug: int, seed: int, count: int = 60) -
     return PuzzleCatalogue(tasks, [], num_aug, seed), data
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _timed_steps(learner: Learner, slots: Slots, stream: TrainStream, count: int,
+                 deadline: float = float("inf")) -> tuple[int, float, float]:
+    """Run up to ``count`` training steps, fewer once ``deadline`` (perf_counter time) has passed
+    (the first always runs). Returns the steps run, their wall seconds and this process's CPU seconds."""
+    device = learner.world.device
+    sync(device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    done = 0
+    while done < count and (done == 0 or time.perf_counter() < deadline):
+        train_step(learner, slots, stream)
+        done += 1
+    sync(device)
+    return done, time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int, compile: bool, steps: int,
-              warmup: int, world, dtype: torch.dtype, num_aug: int, puzzle_ids: int, peak_tflops: float | None,
-              seed: int) -> dict:
+def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int, *, compile: bool, steps: int,
+              warmup: int, world, dtype: torch.dtype, num_aug: int = 8, puzzle_ids: int = 0,
+              peak_tflops: float | None = None, seed: int = 0, deadline: float = float("inf")) -> dict:
+    """Time ``steps`` training steps after ``warmup`` untimed ones, the first of which (compilation
+    included) is timed on its own. ``deadline`` (perf_counter time) cuts the timed steps short: the
+    row says how many ran."""
     device = world.device
     catalogue, data = synthetic_catalogue(canvas, num_aug, seed)
     optim = dataclasses.replace(run.optim, global_batch=batch)
@@ -161,29 +157,16 @@ def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int
     stream = TrainStream(catalogue, data)
     slots = Slots(learner.model, batch, world, canvas)
     micro_batch = learner.micro_batch_size(canvas, batch)  # measured now, outside the timed steps
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
 
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(warmup):
-        train_step(learner, slots, stream)
-    _sync(device)
-    warmup_s = time.perf_counter() - start
+    # The first step compiles (when compiled): its seconds are the compile cost, apart from the rest.
+    _, first_step_s, _ = _timed_steps(learner, slots, stream, min(1, warmup))
+    _, rest_s, _ = _timed_steps(learner, slots, stream, warmup - 1, deadline)
+    ran, seconds, cpu_seconds = _timed_steps(learner, slots, stream, steps, deadline)
 
-    start, start_cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        train_step(learner, slots, stream)
-    _sync(device)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-
-    if device.type == "cuda":
-        peak_memory, memory_kind = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
-    else:
-        peak_memory, memory_kind = peak_rss_bytes(), "cpu_peak_rss_of_process"
+    peak, memory_kind = peak_memory(device)
     flops = supervision_step_flops(model_config, batch, canvas)
-    achieved = flops["total"] * steps / seconds
+    achieved = flops["total"] * ran / seconds
     seq_len = model_config.prefix_tokens + canvas * canvas
     return {
         "device": device_name(device), "dtype": str(learner.model.compute_dtype).removeprefix("torch."),
@@ -191,14 +174,15 @@ def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int
         "pos_encoding": model_config.pos_encoding, "batch": batch, "micro_batch": micro_batch, "compile": compile,
         "activation_checkpointing": optim.activation_checkpointing,
         "parameters": count_parameters(learner.model), "puzzle_ids": learner.puzzles.num_ids,
-        "steps": steps, "warmup": warmup, "warmup_s": round(warmup_s, 3), "seconds": round(seconds, 4),
-        "sample_steps_per_s": batch * steps / seconds, "tokens_per_s": batch * steps * seq_len / seconds,
+        "steps": ran, "steps_requested": steps, "warmup": warmup, "first_step_s": round(first_step_s, 3),
+        "warmup_s": round(first_step_s + rest_s, 3), "seconds": round(seconds, 4),
+        "sample_steps_per_s": batch * ran / seconds, "tokens_per_s": batch * ran * seq_len / seconds,
         # This process's CPU time (all its threads): on a shared CPU it moves less than the wall time.
-        "cpu_seconds_per_sample_step": cpu_seconds / (batch * steps),
+        "cpu_seconds_per_sample_step": cpu_seconds / (batch * ran),
         "flops_per_step": flops["total"], "achieved_tflops": achieved / 1e12,
         "peak_tflops": peak_tflops if device.type == "cuda" else None,
         "mfu": achieved / (peak_tflops * 1e12) if device.type == "cuda" and peak_tflops else None,
-        "peak_memory_bytes": peak_memory, "memory_kind": memory_kind, "torch": torch.__version__,
+        "peak_memory_bytes": peak, "memory_kind": memory_kind, "torch": torch.__version__,
         # CPU figures suffer when other processes share the cores: the 1-minute load average at the end.
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
@@ -249,13 +233,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU on unlisted GPUs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object per configuration on stdout")
-    parser.add_argument("--gpu-report", type=Path, metavar="DIR",
-                        help="measure everything a GPU session should (training, fine-tuning, memory, the Kaggle "
-                             "projection) into DIR/report.json and DIR/report.md; without CUDA the CPU rows at "
-                             "reduced size and every GPU row marked unmeasured")
-    parser.add_argument("--report-size", choices=REPORT_SIZES, help="default: full on CUDA, reduced on a CPU")
-    parser.add_argument("--finetune-preset", default="kaggle-4xl4",
-                        help="submission preset of the report's fine-tuning rows (default kaggle-4xl4)")
     args = parser.parse_args(argv)
     if args.micro_batch is not None and args.micro_batch != "auto" and not args.micro_batch.isdigit():
         parser.error(f"--micro-batch: expected a positive integer or 'auto', got {args.micro_batch!r}")
@@ -271,10 +248,6 @@ def main(argv: list[str] | None = None) -> int:
         if world.size > 1:
             print("error: run the benchmark in one process (not under torchrun)", file=sys.stderr)
             return 2
-        if args.gpu_report:
-            from bench.gpu import write_report  # the report's heavier imports only when asked
-            write_report(args.gpu_report, world, args.report_size, args.finetune_preset)
-            return 0
         device = world.device
         on_gpu = device.type == "cuda"
         run = PRESETS[args.preset or ("trm-arc1" if on_gpu else "tiny")]()
@@ -305,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             for compile in compiles:
                 print(f"{run.name}: canvas {canvas}, {config.pos_encoding}, batch {batch}, compile {compile}, "
                       f"{args.warmup} warm-up + {args.steps} timed steps on {name} ...", file=sys.stderr, flush=True)
-                row = bench_one(run, config, canvas, batch, compile, args.steps, args.warmup, world, dtype,
-                                args.num_aug, args.puzzle_ids, peak, args.seed)
+                row = bench_one(run, config, canvas, batch, compile=compile, steps=args.steps,
+                                warmup=args.warmup, world=world, dtype=dtype, num_aug=args.num_aug,
+                                puzzle_ids=args.puzzle_ids, peak_tflops=peak, seed=args.seed)
                 rows.append(row)
                 if args.json:
                     print(json.dumps(row), flush=True)

@@ -8,7 +8,7 @@ which, from its number of streaming multiprocessors (132 on SXM5 and NVL, 114 on
 Projecting a measured time to an L4: a run limited by arithmetic scales with the ratio of bf16
 rates (an H100 SXM is about 8x an L4), one limited by memory bandwidth with the ratio of
 bandwidths (about 11x). Eager PyTorch at this model's size moves more bytes than it computes, so
-``l4_slowdown`` takes the larger of the two ratios: a projection that errs long, not short.
+``kaggle_projection`` takes the larger of the two ratios: a projection that errs long, not short.
 """
 
 from __future__ import annotations
@@ -76,19 +76,13 @@ def l4_ratios(spec: GpuSpec) -> dict[str, float]:
     return {"compute": compute, "bandwidth": bandwidth, "used": max(compute, bandwidth)}
 
 
-def l4_slowdown(device: torch.device) -> float | None:
-    """The bandwidth-aware factor from this device's time to an L4's (None on a CPU or unknown GPU)."""
-    spec = gpu_spec(device)
-    return l4_ratios(spec)["used"] if spec else None
-
-
-def l4_scale(device: torch.device) -> float | None:
-    """How many times slower an L4 is than this GPU by dense bf16 rate alone (None on a CPU or an
-    unknown GPU). ``l4_slowdown`` is the projection that also accounts for bandwidth."""
-    spec = gpu_spec(device)
-    return spec.bf16_tflops / L4.bf16_tflops if spec else None
-
-
 def kaggle_hours(seconds_per_task: float, slowdown: float) -> float:
     """Hours for Kaggle's hidden tasks on its L4s, from seconds per task on a measured GPU."""
     return seconds_per_task * slowdown * KAGGLE_TASKS / KAGGLE_GPUS / 3600
+
+
+def kaggle_projection(spec: GpuSpec, seconds_per_task: float) -> dict[str, float]:
+    """Kaggle's hidden tasks on its L4s from seconds per task measured on ``spec``: the hours, and
+    the slowdowns by compute and by bandwidth (the larger one is ``used``)."""
+    ratios = l4_ratios(spec)
+    return {"hours": kaggle_hours(seconds_per_task, ratios["used"]), "seconds_per_task": seconds_per_task, **ratios}

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_report_on_a_cpu_marks_gpu_rows_unmeasured(tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "bench.train", "--device", "cpu", "--gpu-report", str(out),
+    result = subprocess.run([sys.executable, "-m", "bench.gpu", str(out), "--device", "cpu",
                              "--report-size", "smoke"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

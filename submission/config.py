@@ -46,6 +46,8 @@ class FinetuneConfig:
     # tasks poe (50% vs 25%, a smaller sample); the cpu and kaggle-nvarc presets vote.
     selector: str = "poe"
     compare_selectors: bool = False  # also rank with every other selector (for measuring them)
+    # torch.compile the network (compiled once per shape per worker, off the tasks' clocks); None: on CUDA
+    compile: bool | None = None
     bucket_canvas: bool = True  # run each task at the smallest canvas of data.CANVAS_BUCKETS that holds it
     max_task_seconds: float = 600.0  # cap on any one task's share of the time (a guard for huge time limits)
     shard_tasks: int = 1  # 1: per-task fine-tuning; N > 1: one network fine-tuned jointly on N tasks

@@ -15,6 +15,17 @@ micro-batches that fit the GPU (gradients accumulated, so the optimizer sees the
 Each phase that runs out of GPU memory runs again in the time that is left, after the failed
 attempt's tensors are freed: fine-tuning at half its micro-batch, prediction at half its batch; the
 sizes that worked are recorded in the outcome.
+
+A task that cannot take part (a grid larger than the network's canvas, data that fails to encode)
+fails alone before training, with its reason; the others of its shard go on. An error in the joint
+fine-tuning (other than out-of-memory) falls back to predicting from the network as it was, and an
+error in one task's prediction fails that task only. Each outcome is handed to ``report`` the moment
+it is made, so a worker that dies later loses only the task in flight.
+
+Compiling is the run's cost, not a task's: a compiled network runs one untimed warm-up per shape
+(each micro-batch of a step, the prediction batch) the first time a worker meets it, and the shard's
+deadline moves back by what that took (never past the run's own end). A compile that fails prints one
+line and the worker goes on eagerly.
 """
 
 from __future__ import annotations
@@ -34,16 +45,13 @@ from pretrain.config import ModelConfig
 from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream, canvas_for
 from pretrain.distributed import World
 from pretrain.evaluation import predict, task_views, view_predictions
-from pretrain.learner import Learner, OptimConfig, Slots, train_step
+from pretrain.learner import Learner, OptimConfig, Slots, train_step, warm_up_train_step
 from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig
 from submission.schedule import FinetuneSchedule, inference_reserve
 from submission.voting import SELECTORS, rank_candidates
 
-# Views predicted to time inference before fine-tuning (the time scales with the views; a full batch
-# would cost as much as the inference itself on a large canvas).
-PROBE_VIEWS = 4
 # Ranked candidates kept per test input (enough for pass@K reports).
 KEEP_CANDIDATES = 100
 # Runs of a phase that runs out of GPU memory: the configured batch, then half, then a quarter.
@@ -88,6 +96,7 @@ class TaskOutcome:
     batch: int = 0  # fine-tuning samples per optimizer step (the preset's)
     micro_batch: int = 0  # fine-tuning samples per forward/backward pass, as run (halved after running out of memory)
     inference_batch: int = 0  # views per prediction batch, as run
+    warmup_seconds: float = 0.0  # compiling before fine-tuning (off the task's clock; 0 once the worker is warm)
     note: str = "ok"  # one line: "ok", or why the task failed
     failed: bool = False  # True: no prediction (an error, out of memory for good, its worker died)
     ranked_by: dict[str, list[list[list[list[int]]]]] = field(default_factory=dict)  # compare_selectors only
@@ -99,56 +108,172 @@ class TaskOutcome:
 
 
 def task_canvas(task: Task, network: Network, config: FinetuneConfig) -> int:
-    grids = [g for pair in task.train for g in pair] + list(task.test_inputs)
-    return canvas_for(max(max(g.shape) for g in grids), config.bucket_canvas and network.can_bucket,
-                      network.config.canvas)
+    return canvas_for(max(max(g.shape) for g in _inputs_and_demonstrations(task)),
+                      config.bucket_canvas and network.can_bucket, network.config.canvas)
+
+
+def _inputs_and_demonstrations(task: Task) -> list[np.ndarray]:
+    """The grids fine-tuning and prediction read: the demonstration pairs and the test inputs."""
+    return [g for pair in task.train for g in pair] + list(task.test_inputs)
+
+
+def why_task_cannot_run(task: Task, network: Network) -> str | None:
+    """The one-line reason ``task`` cannot take part with this network, or None when it can."""
+    canvas = network.config.canvas
+    named = [(f"demonstration {k + 1}'s {side}", grid) for k, pair in enumerate(task.train)
+             for side, grid in zip(("input", "output"), pair)]
+    named += [(f"test input {k + 1}", grid) for k, grid in enumerate(task.test_inputs)]
+    for name, grid in named:
+        if max(grid.shape) > canvas:
+            rows, cols = grid.shape
+            return f"{name} is {rows}x{cols}, larger than the network's {canvas}x{canvas} canvas"
+    return None
 
 
 def solve_task(task: Task, network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
-               dtype: torch.dtype = torch.float32) -> TaskOutcome:
+               dtype: torch.dtype = torch.float32, **options) -> TaskOutcome:
     """Fine-tune a copy of the network on one task and predict it, within ``seconds``."""
-    return solve_shard([task], network, config, device, seconds, dtype)[0]
+    return solve_shard([task], network, config, device, seconds, dtype, **options)[0]
 
 
 def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, device: torch.device, seconds: float,
-                dtype: torch.dtype = torch.float32) -> list[TaskOutcome]:
+                dtype: torch.dtype = torch.float32, *, report: Callable[[TaskOutcome], None] | None = None,
+                log: Callable[[str], None] | None = None, latest_end: float = math.inf) -> list[TaskOutcome]:
     """Fine-tune ONE copy of the network on several tasks together (``config.steps`` per task), then
-    predict each, all within ``seconds``.
+    predict each, all within ``seconds``; returns the outcomes in the order of ``tasks``.
 
-    Each phase retries on its own when it runs out of GPU memory (fine-tuning at half the
-    micro-batch, prediction at half the batch), within the time left of the one deadline fixed here:
-    an out-of-memory error in prediction keeps the finished fine-tuning. A task whose phase runs out
-    of memory at every size tried is returned failed.
+    ``report`` gets each outcome as soon as it is made (failed tasks first); ``log`` one-line notes
+    (a compile or fine-tuning failure); ``latest_end`` (``time.perf_counter()`` time) is the run's end,
+    past which a compile warm-up never pushes the shard. Each phase retries on its own when it runs
+    out of GPU memory (fine-tuning at half the micro-batch, prediction at half the batch), within the
+    time left of the one deadline fixed here. A task whose phase runs out of memory at every size
+    tried is returned failed.
     """
     network = network.with_overrides(config.model_overrides)
-    start = time.perf_counter()
-    deadline = start + seconds
+    clock = ShardClock(time.perf_counter() + seconds, latest_end)
+    outcomes: dict[str, TaskOutcome] = {}
+
+    def finish(outcome: TaskOutcome) -> None:
+        outcomes[outcome.task_id] = outcome
+        if report is not None:
+            report(outcome)
+
+    runnable = []
+    for task in tasks:
+        reason = why_task_cannot_run(task, network)
+        if reason is None:
+            runnable.append(task)
+        else:
+            finish(TaskOutcome.failure(task, reason))
+    catalogue, runnable = _catalogue(runnable, config, finish)
+    if runnable:
+        _solve_runnable(runnable, catalogue, network, config, device, dtype, clock, finish, log or (lambda line: None))
+    return [outcomes[t.id] for t in tasks]
+
+
+@dataclass
+class ShardClock:
+    """A shard's one deadline (``time.perf_counter()`` time), moved back by compile warm-ups, never
+    past the run's own end."""
+
+    deadline: float
+    latest: float = math.inf
+
+    def extend(self, seconds: float) -> None:
+        self.deadline = min(self.deadline + seconds, self.latest)
+
+
+def _catalogue(tasks: list[Task], config: FinetuneConfig,
+               finish: Callable[[TaskOutcome], None]) -> tuple[PuzzleCatalogue | None, list[Task]]:
+    """The puzzle catalogue of the tasks whose data encode; each task whose data does not fails alone."""
+    def build(some: list[Task]) -> PuzzleCatalogue:
+        return PuzzleCatalogue([], [t.without_solutions() for t in some], config.num_aug, config.seed)
+
+    try:
+        return (build(tasks), tasks) if tasks else (None, [])
+    except Exception:  # some task's data: found below, one task at a time
+        pass
+    good = []
+    for task in tasks:
+        try:
+            build([task])
+            good.append(task)
+        except Exception as error:
+            finish(TaskOutcome.failure(task, f"its data failed to encode ({describe(error)})"))
+    return (build(good) if good else None), good
+
+
+def _solve_runnable(tasks: list[Task], catalogue: PuzzleCatalogue, network: Network, config: FinetuneConfig,
+                    device: torch.device, dtype: torch.dtype, clock: ShardClock,
+                    finish: Callable[[TaskOutcome], None], log: Callable[[str], None]) -> None:
+    """Fine-tune on the tasks jointly, then predict and ``finish`` each one."""
     canvas = max(task_canvas(t, network, config) for t in tasks)
-    hidden = [t.without_solutions() for t in tasks]
-    catalogue = PuzzleCatalogue([], hidden, config.num_aug, config.seed)
-
-    tuned, micro_batch = _halving_on_oom(
-        lambda m: _finetune(len(tasks), network, config, catalogue, canvas, m, device, dtype, deadline),
-        first_micro_batch(network.config, config, canvas, device, dtype), device)
-    finetune_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    note = "ok"
+    try:
+        tuned, micro_batch = _halving_on_oom(
+            lambda m: _finetune(len(tasks), network, config, catalogue, canvas, m, device, dtype, clock, log),
+            first_micro_batch(network.config, config, canvas, device, dtype), device)
+    except Exception as error:  # not out-of-memory (halved above): the tasks are predicted all the same
+        if cuda_context_broken(error):
+            raise
+        note = f"fine-tuning failed ({describe(error)}), predicted from the network as it was"
+        log(f"{', '.join(t.id for t in tasks)}: {note}")
+        tuned, micro_batch = _Tuned(_new_learner(network, config, catalogue, config.batch, device, dtype), 0), 0
+    finetune_seconds = time.perf_counter() - start - (tuned.warmup_seconds if tuned else 0.0)
     if tuned is None:
-        return [TaskOutcome.failure(t, f"out of GPU memory in fine-tuning, down to micro-batch {micro_batch}")
-                for t in tasks]
+        for task in tasks:
+            finish(TaskOutcome.failure(task, f"out of GPU memory in fine-tuning, down to micro-batch {micro_batch}"))
+        return
 
-    outcomes, inference_batch = [], config.inference_batch
+    inference_batch = config.inference_batch
     for k, (task, group) in enumerate(zip(tasks, catalogue.groups)):
         # Each task still to predict gets an equal share of the time left.
-        task_deadline = time.perf_counter() + (deadline - time.perf_counter()) / (len(tasks) - k)
-        outcome, inference_batch = _halving_on_oom(
-            lambda b: _predict_task(task, group, tuned.learner, config, canvas, b, device, task_deadline),
-            inference_batch, device)
-        if outcome is None:
-            outcome = TaskOutcome.failure(task, f"out of GPU memory in prediction, down to batch {inference_batch}")
+        task_deadline = time.perf_counter() + (clock.deadline - time.perf_counter()) / (len(tasks) - k)
+        outcome, inference_batch = _predict_safely(task, group, tuned.learner, config, canvas, inference_batch,
+                                                   device, task_deadline)
+        if not outcome.failed:
+            outcome.note = note
         outcome.finetune_steps, outcome.finetune_seconds = tuned.steps, finetune_seconds
+        outcome.warmup_seconds = tuned.warmup_seconds
         outcome.batch, outcome.micro_batch = config.batch, micro_batch
         outcome.inference_batch, outcome.canvas = inference_batch, canvas
-        outcomes.append(outcome)
-    return outcomes
+        finish(outcome)
+
+
+def _predict_safely(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,
+                    device: torch.device, deadline: float) -> tuple[TaskOutcome, int]:
+    """One task's prediction, halving its batch on out-of-memory; any other error fails this task alone."""
+    try:
+        outcome, inference_batch = _halving_on_oom(
+            lambda b: _predict_task(task, group, learner, config, canvas, b, device, deadline), inference_batch, device)
+    except Exception as error:
+        if cuda_context_broken(error):
+            raise
+        return TaskOutcome.failure(task, f"prediction failed ({describe(error)})"), inference_batch
+    if outcome is None:
+        return TaskOutcome.failure(task, f"out of GPU memory in prediction, down to batch {inference_batch}"), \
+            inference_batch
+    if outcome.views == 0:  # cannot happen once why_task_cannot_run passed; never report it as "ok"
+        return TaskOutcome.failure(task, "no view of its test inputs was predicted"), inference_batch
+    return outcome, inference_batch
+
+
+def describe(error: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
+
+
+def cuda_context_broken(error: BaseException) -> bool:
+    """A CUDA error other than out-of-memory (an illegal address, a device-side assert, a launch
+    failure) leaves the process's CUDA context unusable, so its worker must not take more tasks."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch 2.8 and later
+    if accelerator_error is not None and isinstance(error, accelerator_error):
+        return True
+    return isinstance(error, RuntimeError) and "CUDA error" in str(error)
 
 
 def _halving_on_oom(run: Callable[[int], T], batch: int, device: torch.device) -> tuple[T | None, int]:
@@ -175,10 +300,32 @@ def free_memory(device: torch.device) -> None:
 
 @dataclass
 class _Tuned:
-    """The fine-tuning phase's result: the learner (network and puzzle rows) and its steps."""
+    """The fine-tuning phase's result: the learner (network and puzzle rows), its steps, and the
+    seconds its compile warm-up took (charged to the run, not to the tasks)."""
 
     learner: Learner
     steps: int
+    warmup_seconds: float = 0.0
+
+
+@dataclass
+class _WorkerMemo:
+    """What one worker process measures once and reuses for every later task: the shapes whose
+    compiled graphs it already holds (torch.compile's cache is per process and shared by every
+    copy of the network), the seconds per predicted view, and whether compiling failed here."""
+
+    warm: set = field(default_factory=set)
+    seconds_per_view: dict = field(default_factory=dict)
+    eager: bool = False
+
+
+_MEMO = _WorkerMemo()
+
+
+def forget_measurements() -> None:
+    """Start this process's memo afresh (tests; a worker keeps it for its whole life)."""
+    global _MEMO
+    _MEMO = _WorkerMemo()
 
 
 def _build_model(network: Network, device: torch.device, dtype: torch.dtype) -> RecursiveModel:
@@ -198,27 +345,43 @@ def first_micro_batch(model_config: ModelConfig, config: FinetuneConfig, canvas:
     return min(int(config.micro_batch), config.batch)
 
 
-def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, canvas: int,
-              micro_batch: int, device: torch.device, dtype: torch.dtype, deadline: float) -> _Tuned:
-    """A fresh copy of the network, fine-tuned on the catalogue's tasks at ``config.batch`` (run
-    ``micro_batch`` samples at a time) for ``config.steps`` per task, or (steps None) as long as the
-    time before ``deadline`` allows once inference's share is kept back; the learning rate follows
-    ``submission.schedule``."""
+def compiles(config: FinetuneConfig, device: torch.device) -> bool:
+    """Whether fine-tuning compiles the network: the preset's choice (None: on CUDA), unless
+    compiling already failed in this worker."""
+    wanted = config.compile if config.compile is not None else device.type == "cuda"
+    return wanted and not _MEMO.eager
+
+
+def _new_learner(network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, micro_batch: int,
+                 device: torch.device, dtype: torch.dtype) -> Learner:
+    """A fresh copy of the network with the catalogue's puzzle rows, each at the network's mean row."""
     world = World(rank=0, size=1, local_rank=0, device=device)
-    model = _build_model(network, device, dtype)
-    batch = config.batch
-    optim = OptimConfig(global_batch=batch, lr=config.lr, lr_warmup_steps=config.warmup_steps,
+    optim = OptimConfig(global_batch=config.batch, lr=config.lr, lr_warmup_steps=config.warmup_steps,
                         weight_decay=config.weight_decay, puzzle_lr=config.puzzle_lr, ema_decay=0.0,
                         train_network=config.embedding_steps == 0, micro_batch=micro_batch)
-    learner = Learner(model.config, optim, catalogue.num_ids, world, dtype, config.seed, model=model)
+    learner = Learner(network.config, optim, catalogue.num_ids, world, dtype, config.seed,
+                      model=_build_model(network, device, dtype), compile=compiles(config, device))
     learner.puzzles.weight[:] = network.puzzle_mean.to(device)
+    return learner
+
+
+def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, canvas: int,
+              micro_batch: int, device: torch.device, dtype: torch.dtype, clock: ShardClock,
+              log: Callable[[str], None]) -> _Tuned:
+    """A fresh copy of the network, fine-tuned on the catalogue's tasks at ``config.batch`` (run
+    ``micro_batch`` samples at a time) for ``config.steps`` per task, or (steps None) as long as the
+    time before the clock's deadline allows once inference's share is kept back; the learning rate
+    follows ``submission.schedule``. A compiled network is warmed up first, off the clock."""
+    learner = _new_learner(network, config, catalogue, micro_batch, device, dtype)
+    warmup_seconds = _warm_up(learner, canvas, config, device, log)
+    clock.extend(warmup_seconds)
     stream = TrainStream(catalogue, DataConfig(train_sources=(), held_out_sources=(), canvas=canvas,
                                                translate=config.translate, seed=config.seed))
-    slots = Slots(learner.model, batch, world, canvas)
+    slots = Slots(learner.model, config.batch, learner.world, canvas)
 
-    finetune_deadline = deadline - _inference_reserve(catalogue.groups, learner, config, canvas, device,
-                                                      deadline - time.perf_counter())
-    schedule = FinetuneSchedule.for_config(config, num_tasks, time.perf_counter(), finetune_deadline)
+    reserve = _inference_reserve(catalogue.groups, learner, config, canvas, device,
+                                 clock.deadline - time.perf_counter())
+    schedule = FinetuneSchedule.for_config(config, num_tasks, time.perf_counter(), clock.deadline - reserve)
     steps = 0
     while not schedule.done(steps, time.perf_counter()):
         step_start = time.perf_counter()
@@ -228,20 +391,62 @@ def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogu
         train_step(learner, slots, stream)
         steps += 1
         schedule.step_took(time.perf_counter() - step_start)
-    return _Tuned(learner, steps)
+    return _Tuned(learner, steps, warmup_seconds)
+
+
+def _warm_up(learner: Learner, canvas: int, config: FinetuneConfig, device: torch.device,
+             log: Callable[[str], None]) -> float:
+    """Compile, off the task's clock, every graph fine-tuning and prediction will run at this canvas;
+    returns the seconds it took (0 when the worker holds them already or nothing is compiled). A
+    compile error switches this worker to eager mode with one log line."""
+    model = learner.model
+    key = (repr(model.config), canvas, config.batch, learner.micro_batch_size(canvas, config.batch),
+           config.inference_batch, str(learner.dtype))
+    if not model.compiled or key in _MEMO.warm:
+        return 0.0
+    start = time.perf_counter()
+    try:
+        warm_up_train_step(learner, canvas, config.batch)
+        cells = canvas * canvas
+        predict(model, learner.puzzles, np.zeros((config.inference_batch, cells), np.uint8),
+                np.zeros(config.inference_batch, np.int64), config.inference_batch, device)
+        _MEMO.warm.add(key)
+    except Exception as error:
+        if isinstance(error, torch.cuda.OutOfMemoryError) or cuda_context_broken(error):
+            raise
+        log(f"compiling failed ({describe(error)}): this worker goes on without compiling")
+        _MEMO.eager = True
+        model.uncompile_step()
+    return time.perf_counter() - start
 
 
 def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, canvas: int, device: torch.device,
                        seconds: float) -> float:
-    """Seconds to keep for predicting every task's views: a few views timed on this canvas, scaled to all of them."""
+    """Seconds to keep for predicting every task's views, and at least each task's first batch: the
+    seconds per view, measured at the real inference batch, times the views."""
     if not math.isfinite(seconds):
         return 0.0
     views = [task_views(g.task, g.table, g.first_id, min(config.views, len(g.table)), canvas) for g in groups]
-    probe = views[0].inputs[:PROBE_VIEWS], views[0].puzzle_ids[:PROBE_VIEWS]
-    tick = time.perf_counter()
-    predict(learner.model, learner.puzzles, *probe, PROBE_VIEWS, device)
-    seconds_per_view = (time.perf_counter() - tick) / max(1, len(probe[0]))
-    return inference_reserve(seconds_per_view, sum(len(v.inputs) for v in views), seconds)
+    rows = [len(v.inputs) for v in views]
+    seconds_per_view = _seconds_per_view(learner, max(views, key=lambda v: len(v.inputs)), config, canvas, device)
+    padded = learner.model.compiled  # a compiled model runs every batch at full size
+    first_batches = sum(config.inference_batch if padded else min(config.inference_batch, r) for r in rows)
+    return inference_reserve(seconds_per_view, sum(rows), seconds, minimum_views=first_batches)
+
+
+def _seconds_per_view(learner: Learner, views, config: FinetuneConfig, canvas: int, device: torch.device) -> float:
+    """Seconds to predict one view at the real inference batch, timed on a second call (the first
+    pays one-off costs: a compile, allocator growth) and measured once per worker and shape."""
+    model = learner.model
+    key = (repr(model.config), canvas, config.inference_batch, model.compiled, str(learner.dtype))
+    if key not in _MEMO.seconds_per_view:
+        rows = min(config.inference_batch, len(views.inputs))
+        probe = views.inputs[:rows], views.puzzle_ids[:rows]
+        predict(model, learner.puzzles, *probe, config.inference_batch, device)
+        tick = time.perf_counter()
+        predict(model, learner.puzzles, *probe, config.inference_batch, device)
+        _MEMO.seconds_per_view[key] = (time.perf_counter() - tick) / rows
+    return _MEMO.seconds_per_view[key]
 
 
 def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,

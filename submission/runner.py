@@ -1,23 +1,27 @@
 """Run the submission: pre-fill, fine-tune and predict every task on worker processes, under one deadline.
 
-The submission file is written, valid, before any model work, and rewritten atomically every time
-a task finishes, so a kill at any moment leaves a valid file holding every finished task.
+The submission file is written, valid, before any model work. Each task's outcome reaches this
+process the moment its worker has made it (in joint shards too) and goes into the file, which is
+rewritten atomically at most every ``WRITE_EVERY`` seconds and at the end: a kill at any moment
+leaves a valid file holding every task that was reported.
 
-One worker process per device (one per GPU; on a CPU, ``--workers`` processes sharing the cores)
-takes shards of tasks one at a time. Each task gets a time share that adapts to what is left:
-``(time left) x workers / (tasks left)``, capped by the preset and by the time left; a task stops fine-tuning early to
-keep time for inference, and inference stops adding views when the share runs out. Smaller tasks go
-first, so when time runs short it is the largest (slowest, least likely solved) tasks that keep
-their fallback attempts. When the deadline arrives, unfinished workers are stopped and the file
-keeps whatever finished.
+One worker process per device (one per GPU; on a CPU, ``--workers`` processes sharing the cores;
+``submission/worker.py``) takes shards of tasks one at a time. Each task gets a time share that
+adapts to what is left: ``(time left) x workers / (tasks left)``, capped by the preset and by the
+time left; a task stops fine-tuning early to keep time for inference, and inference stops adding
+views when the share runs out. Smaller tasks go first, so when time runs short it is the largest
+(slowest, least likely solved) tasks that keep their fallback attempts. When the deadline arrives,
+unfinished workers are stopped and the file keeps whatever was reported.
 
-Workers fail in three ways, and none of them holds the run up:
+Workers fail in four ways, and none of them holds the run up:
 
-- a task raises: the worker reports it failed (one line) and goes on with the next shard;
+- a task cannot take part (a grid larger than the network's canvas, data that fail to encode) or its
+  prediction raises: that task alone fails, with its reason, and its shard goes on;
+- the shard raises: the worker reports its unreported tasks failed (one line) and takes the next shard;
 - a task breaks the worker's CUDA context (a CUDA error other than out-of-memory; nothing on that
-  context works afterwards): the worker reports it failed and exits;
-- the worker dies (a fatal CUDA error, a kill, ``os._exit``): the run notices at once, gives the
-  shard it held to a worker once more (a second death marks it failed).
+  context works afterwards): the worker reports the rest of its shard failed and exits;
+- the worker dies (a fatal CUDA error, a kill, ``os._exit``): the run notices at once and gives the
+  tasks of its shard not yet reported to a worker once more (a second death marks them failed).
 
 A worker that exits or dies is replaced on its device while time allows, unless that device's
 workers keep dying without finishing anything. Failed tasks keep their fallback attempts and are
@@ -27,16 +31,14 @@ task) to this process, which prints them above the progress bar.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
-import resource
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -44,7 +46,8 @@ from tqdm import tqdm
 
 from arc_data.tasks import Task
 from submission.config import FinetuneConfig
-from submission.finetune import Network, TaskOutcome, free_memory, solve_shard
+from submission.finetune import Network, TaskOutcome, solve_shard
+from submission.worker import Solver, worker_main
 from submission.writer import prefill, set_attempts, write_submission
 
 # Seconds kept back from the deadline for stopping workers and the last write.
@@ -55,12 +58,10 @@ NEW_WORKER_SECONDS = 30.0
 # A device whose workers die (or exit broken) this many times in a row without finishing a task gets
 # no new worker: its GPU is likely unusable.
 DEATHS_WITHOUT_PROGRESS = 3
-# Times a shard is started: once, and once more on another worker if its worker died.
+# Times a shard is started: once, and once more (its tasks not yet reported) if its worker died.
 SHARD_STARTS = 2
-# Exit code of a worker that leaves because its CUDA context is broken.
-BROKEN_CONTEXT_EXIT = 3
-
-Solver = Callable[..., list[TaskOutcome]]  # solve_shard's signature
+# The submission file is rewritten at most this often (seconds) while outcomes arrive, and at the end.
+WRITE_EVERY = 2.0
 
 
 @dataclass
@@ -98,90 +99,16 @@ def worker_devices(workers: int | None) -> list[str]:
     return ["cpu"] * (workers or os.cpu_count() or 1)
 
 
-# -- the worker process ----------------------------------------------------------------------------
-
-def _worker(name: str, device_name: str, network: Network, config: FinetuneConfig, conn: Connection,
-            solve: Solver) -> None:
-    """Solve the shards sent on ``conn`` until told to stop (None); ``solve`` is ``solve_shard``."""
-    device = torch.device(device_name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # first: nothing may create a context on another GPU
-    torch.set_num_threads(1)
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-
-    def log(line: str) -> None:
-        conn.send(("log", f"{name}: {line}"))
-
-    log(f"pid {os.getpid()}, {memory_line(device)}")
-    while (job := conn.recv()) is not None:
-        tasks, seconds, sent = job
-        seconds -= time.time() - sent  # the share counts from when it was handed out (a worker may still be starting)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        outcomes, broken = _solve_safely(solve, tasks, network, config, device, seconds, dtype, log)
-        for outcome in outcomes:
-            log(task_line(outcome))
-        conn.send(("done", outcomes))
-        if broken:
-            log("its CUDA context is broken: exiting, to be replaced")
-            sys.exit(BROKEN_CONTEXT_EXIT)
-        free_memory(device)  # between tasks, as the one process holds a device for hours
-        log(memory_line(device))
-
-
-def _solve_safely(solve: Solver, tasks: list[Task], network: Network, config: FinetuneConfig, device: torch.device,
-                  seconds: float, dtype: torch.dtype, log: Callable[[str], None]) -> tuple[list[TaskOutcome], bool]:
-    """The shard's outcomes, every task failed if it raised; and whether the CUDA context broke."""
-    try:
-        return solve(tasks, network, config, device, seconds, dtype), False
-    except Exception as error:  # a failure stays inside its shard: its tasks fail, the run goes on
-        note = f"{type(error).__name__}: {one_line(error)}"
-        log(f"{', '.join(t.id for t in tasks)} failed: {traceback.format_exc().rstrip()}")
-        return [TaskOutcome.failure(t, note) for t in tasks], cuda_context_broken(error)
-
-
-def cuda_context_broken(error: BaseException) -> bool:
-    """A CUDA error other than out-of-memory (an illegal address, a device-side assert, a launch
-    failure) leaves the process's CUDA context unusable, so its worker must not take more tasks."""
-    if isinstance(error, torch.cuda.OutOfMemoryError):
-        return False
-    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch 2.8 and later
-    if accelerator_error is not None and isinstance(error, accelerator_error):
-        return True
-    return isinstance(error, RuntimeError) and "CUDA error" in str(error)
-
-
-def one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else "(no message)"
-
-
-def memory_line(device: torch.device) -> str:
-    """The device and its memory: free and total GPU memory on CUDA, the process's peak RSS elsewhere."""
-    if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-        peak = torch.cuda.max_memory_allocated(device)
-        return (f"{device} ({torch.cuda.get_device_name(device)}): {free / 2**30:.1f} of {total / 2**30:.1f} GiB "
-                f"free, peak allocated {peak / 2**30:.2f} GiB")
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    scale = 1 if sys.platform == "darwin" else 1024
-    return f"{device}: peak RSS {peak_rss * scale / 2**30:.2f} GiB"
-
-
-def task_line(outcome: TaskOutcome) -> str:
-    """One line of progress per task: id, steps and batch, views, seconds, note."""
-    seconds = outcome.finetune_seconds + outcome.inference_seconds
-    micro = f" (micro-batch {outcome.micro_batch})" if 0 < outcome.micro_batch < outcome.batch else ""
-    return (f"task {outcome.task_id}: {outcome.finetune_steps} steps at batch {outcome.batch}{micro}, {outcome.views} views "
-            f"at batch {outcome.inference_batch}, {seconds:.1f} s, {outcome.note}")
-
-
 # -- the run ---------------------------------------------------------------------------------------
 
 @dataclass
 class _Shard:
     tasks: list[Task]
     starts: int = 0  # times a worker began it
+    reported: set[str] = field(default_factory=set)  # ids of its tasks whose outcome has arrived
+
+    def left(self) -> list[Task]:
+        return [t for t in self.tasks if t.id not in self.reported]
 
 
 @dataclass
@@ -206,7 +133,7 @@ class _Pool:
     def start(self, slot: int) -> None:
         ours, theirs = self.context.Pipe()
         name = f"worker {slot}"
-        process = self.context.Process(target=_worker, daemon=True, name=name,
+        process = self.context.Process(target=worker_main, daemon=True, name=name,
                                        args=(name, self.devices[slot], self.network, self.config, theirs, self.solve))
         process.start()
         theirs.close()  # the worker holds the only other end, so its death reads as end-of-file here
@@ -221,18 +148,19 @@ class _Pool:
     def busy(self) -> bool:
         return any(w.shard is not None for w in self.workers)
 
-    def send(self, worker: _Worker, shard: _Shard, seconds: float) -> bool:
-        """Hand a shard to an idle worker; False if the worker is already gone."""
+    def send(self, worker: _Worker, shard: _Shard, seconds: float, run_seconds: float) -> bool:
+        """Hand a shard to an idle worker with its share and the run's time left; False if the worker
+        is already gone."""
         try:
-            worker.conn.send((shard.tasks, seconds, time.time()))
+            worker.conn.send((shard.tasks, seconds, time.time(), run_seconds))
         except OSError:  # a broken pipe: it died; wait() reports the death
             return False
         worker.shard, shard.starts = shard, shard.starts + 1
         return True
 
     def wait(self, timeout: float) -> list[tuple[_Worker, str, object]]:
-        """Events within ``timeout`` seconds: (worker, "log", line), (worker, "done", outcomes) and,
-        after everything it sent, (worker, "died", exit code)."""
+        """Events within ``timeout`` seconds: (worker, "log", line), (worker, "task", outcome),
+        (worker, "done", None) and, after everything it sent, (worker, "died", exit code)."""
         ready = set(wait([w.conn for w in self.workers] + [w.process.sentinel for w in self.workers], timeout))
         events = []
         for worker in [w for w in self.workers if {w.conn, w.process.sentinel} & ready]:
@@ -291,14 +219,38 @@ def _join_all(processes: list, seconds: float) -> None:
         process.join(timeout=max(0.0, end - time.monotonic()))
 
 
+class _SubmissionFile:
+    """The submission as it grows: each outcome goes in at once, the file is rewritten (atomically)
+    at most every ``WRITE_EVERY`` seconds, and whenever ``flush`` is called."""
+
+    def __init__(self, out: Path, hidden: list[Task]):
+        self.out, self.hidden = out, hidden
+        self.submission = prefill(hidden)
+        self.written_at, self.dirty = -math.inf, True
+        self.flush()
+
+    def add(self, outcome: TaskOutcome) -> None:
+        _record(self.submission, outcome)
+        self.dirty = True
+        if time.monotonic() - self.written_at >= WRITE_EVERY:
+            self.flush()
+
+    def seconds_to_next_write(self) -> float:
+        return max(0.0, self.written_at + WRITE_EVERY - time.monotonic()) if self.dirty else math.inf
+
+    def flush(self) -> None:
+        if self.dirty:
+            write_submission(self.out, self.submission, self.hidden)
+            self.written_at, self.dirty = time.monotonic(), False
+
+
 def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, out: Path, time_limit: float,
                    workers: int | None = None, quiet: bool = False) -> RunSummary:
     """Fill ``out`` with the best attempts found for ``tasks`` within ``time_limit`` seconds."""
     start = time.monotonic()
     deadline = start + time_limit - STOP_MARGIN
     hidden = [t.without_solutions() for t in tasks]
-    submission = prefill(hidden)
-    write_submission(out, submission, hidden)
+    file = _SubmissionFile(out, hidden)
     summary = RunSummary()
     devices = worker_devices(workers)
     ordered = sorted(hidden, key=task_size)
@@ -308,36 +260,39 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
     bar = tqdm(total=len(hidden), desc="tasks", disable=quiet, mininterval=10)
     pool = _Pool(devices, network, config, solve_shard)
 
-    def record(outcomes: list[TaskOutcome]) -> None:
-        for outcome in outcomes:
-            summary.outcomes[outcome.task_id] = outcome
-            _record(submission, outcome)
-        write_submission(out, submission, hidden)
-        bar.update(len(outcomes))
+    def record(outcome: TaskOutcome) -> None:
+        summary.outcomes[outcome.task_id] = outcome
+        file.add(outcome)
+        bar.update(1)
         bar.set_postfix(projected=f"{(time.monotonic() - start) * len(hidden) / len(summary.outcomes):.0f}s")
 
     try:
         while (pending or pool.busy()) and pool.workers and time.monotonic() < deadline:
             _dispatch(pool, pending, deadline, config)
-            for worker, kind, payload in pool.wait(timeout=max(0.0, deadline - time.monotonic())):
+            timeout = min(deadline - time.monotonic(), file.seconds_to_next_write())
+            for worker, kind, payload in pool.wait(timeout=max(0.0, timeout)):
                 if kind == "log":
                     print_above_bar(payload)
-                elif kind == "done":
-                    worker.shard = None
-                    if any(not o.failed for o in payload):
+                elif kind == "task":
+                    worker.shard.reported.add(payload.task_id)
+                    if not payload.failed:
                         pool.deaths_in_a_row[worker.slot] = 0
                     record(payload)
+                elif kind == "done":
+                    worker.shard = None
                 else:
-                    lost = _after_death(pool, worker, payload, pending, deadline, summary)
-                    if lost:
-                        record(lost)
+                    for outcome in _after_death(pool, worker, payload, pending, deadline, summary):
+                        record(outcome)
+            if file.seconds_to_next_write() == 0:
+                file.flush()
         if pending and not pool.workers:
             print_above_bar("no worker left: the remaining tasks keep their fallback attempts")
-            record([TaskOutcome.failure(t, "not run: every worker died") for shard in pending for t in shard.tasks])
+            for outcome in [TaskOutcome.failure(t, "not run: every worker died") for shard in pending for t in shard.tasks]:
+                record(outcome)
     finally:
         bar.close()
         pool.stop()
-        write_submission(out, submission, hidden)
+        file.flush()
     summary.seconds = time.monotonic() - start
     summary.unfinished = [t.id for t in hidden if t.id not in summary.outcomes]
     return summary
@@ -358,25 +313,25 @@ def _dispatch(pool: _Pool, pending: list[_Shard], deadline: float, config: Finet
         share = (deadline - now) * len(pool.workers) / (sum(len(s.tasks) for s in pending) + in_flight)
         shard = pending[0]
         seconds = min(min(share, config.max_task_seconds) * len(shard.tasks), deadline - now)
-        if pool.send(worker, shard, seconds):
+        if pool.send(worker, shard, seconds, deadline - now):
             pending.pop(0)
 
 
 def _after_death(pool: _Pool, worker: _Worker, exit_code: int | None, pending: list[_Shard], deadline: float,
                  summary: RunSummary) -> list[TaskOutcome]:
-    """Retry or fail the shard a dead worker held, and start a new worker on its device if time
-    allows; returns the outcomes of tasks failed here."""
+    """Retry or fail the tasks a dead worker had not reported, and start a new worker on its device
+    if time allows; returns the outcomes of tasks failed here."""
     shard, name, device = worker.shard, f"worker {worker.slot}", pool.devices[worker.slot]
     pool.deaths_in_a_row[worker.slot] += 1
     lost = []
-    if shard is None:
+    if shard is None or not shard.left():
         print_above_bar(f"{name} exited (code {exit_code})")
     elif shard.starts < SHARD_STARTS:
-        print_above_bar(f"{name} died (exit code {exit_code}) while solving {_ids(shard)}: trying it again")
-        pending.insert(0, shard)
+        print_above_bar(f"{name} died (exit code {exit_code}) while solving {_ids(shard)}: trying them again")
+        pending.insert(0, _Shard(shard.left(), starts=shard.starts))
     else:
         print_above_bar(f"{name} died (exit code {exit_code}) while solving {_ids(shard)}, a second time: failed")
-        lost = [TaskOutcome.failure(t, f"its worker died twice (exit code {exit_code})") for t in shard.tasks]
+        lost = [TaskOutcome.failure(t, f"its worker died twice (exit code {exit_code})") for t in shard.left()]
     if deadline - time.monotonic() < NEW_WORKER_SECONDS:
         print_above_bar(f"{name} not replaced: too little time left")
     elif not pool.can_restart(worker.slot):
@@ -390,7 +345,7 @@ def _after_death(pool: _Pool, worker: _Worker, exit_code: int | None, pending: l
 
 
 def _ids(shard: _Shard) -> str:
-    return ", ".join(t.id for t in shard.tasks)
+    return ", ".join(t.id for t in shard.left())
 
 
 def _record(submission: dict, outcome: TaskOutcome) -> None:

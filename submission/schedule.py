@@ -12,9 +12,11 @@ run is reproducible whatever the machine's speed. With ``config.steps`` None, it
 as fit before the deadline, and the learning rate follows the fraction of the time share spent: the
 warm-up, then the decay, stretch over whatever share the task was given.
 
-The share left for inference is what inference needs: the seconds per view, measured on a few views
-of the task on its own canvas, times the views to predict, with a safety factor, and never more
-than half the time left.
+The share left for inference is what inference needs: the seconds per view, measured at the real
+inference batch on the task's canvas, times the views to predict, with a safety factor, and never
+more than half the time left, except that every task keeps the time of its first batch: a task
+that is fine-tuned is also predicted, from fewer steps when time is short. The first step (which
+pays one-off costs) is left out of the step time ``done`` budgets with.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class FinetuneSchedule:
     floor: float  # the cosine's final factor
     start: float  # time.perf_counter() at the start of fine-tuning
     deadline: float  # when the last step must have finished
-    seconds_per_step: float = 0.0  # the latest step's duration
+    seconds_per_step: float = 0.0  # the latest step's duration, the first step's left out
+    steps_timed: int = 0
 
     @classmethod
     def for_config(cls, config: FinetuneConfig, tasks: int, start: float, deadline: float) -> "FinetuneSchedule":
@@ -70,7 +73,9 @@ class FinetuneSchedule:
         return warm * (self.floor + (1 - self.floor) * cosine)
 
     def step_took(self, seconds: float) -> None:
-        self.seconds_per_step = seconds
+        self.steps_timed += 1
+        if self.steps_timed > 1:  # the first step also pays one-off costs (allocations, a late compile)
+            self.seconds_per_step = seconds
 
     def done(self, step: int, now: float) -> bool:
         """Whether to stop before ``step``: the fixed count is reached, or the next step would end past
@@ -80,7 +85,10 @@ class FinetuneSchedule:
         return now + self.seconds_per_step > self.deadline
 
 
-def inference_reserve(seconds_per_view: float, views: int, seconds_left: float = math.inf) -> float:
+def inference_reserve(seconds_per_view: float, views: int, seconds_left: float = math.inf,
+                      minimum_views: int = 0) -> float:
     """Seconds to keep back for predicting ``views`` augmented views (test inputs x views per input),
-    at most ``MAX_INFERENCE_SHARE`` of ``seconds_left``."""
-    return min(INFERENCE_SAFETY * seconds_per_view * views, MAX_INFERENCE_SHARE * seconds_left)
+    at most ``MAX_INFERENCE_SHARE`` of ``seconds_left``, but never less than ``minimum_views`` need
+    (every task's first batch, which always runs)."""
+    wanted = min(INFERENCE_SAFETY * seconds_per_view * views, MAX_INFERENCE_SHARE * seconds_left)
+    return max(wanted, INFERENCE_SAFETY * seconds_per_view * minimum_views)

@@ -19,7 +19,7 @@ import pytest
 from arc_data.synthetic import synthetic_tasks
 from submission import runner
 from submission.config import cpu, fresh_model_config
-from submission.finetune import Network, solve_shard
+from submission.finetune import Network, cuda_context_broken, solve_shard
 from submission.writer import FALLBACK_ATTEMPT_2, validate_submission
 
 TIME_LIMIT = 300.0
@@ -31,25 +31,39 @@ def tiny_config():
 
 # -- faults, run inside the workers -------------------------------------------------------------
 
-def dies_on(doomed: str, tasks, *args):
+def dies_on(doomed: str, tasks, *args, **options):
     if any(t.id == doomed for t in tasks):
         os._exit(7)
-    return solve_shard(tasks, *args)
+    return solve_shard(tasks, *args, **options)
 
 
-def raises_on(doomed: str, error: Exception, tasks, *args):
+def raises_on(doomed: str, error: Exception, tasks, *args, **options):
     if any(t.id == doomed for t in tasks):
         raise error
-    return solve_shard(tasks, *args)
+    return solve_shard(tasks, *args, **options)
 
 
-def hangs_ignoring_sigterm(marker, tasks, *args):
+def killed_after_each_first_report(tasks, *args, report, **options):
+    """SIGKILLs its own worker right after reporting the first task of the shard it was given."""
+    def report_then_die(outcome):
+        report(outcome)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return solve_shard(tasks, *args, report=report_then_die, **options)
+
+
+def reports_one_then_hangs(tasks, *args, report, **options):
+    """Reports the shard's first task, then never finishes (the deadline stops it)."""
+    solve_shard(tasks[:1], *args, report=report, **options)
+    time.sleep(3600)
+
+
+def hangs_ignoring_sigterm(marker, tasks, *args, **options):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     marker.touch()
     time.sleep(3600)
 
 
-def always_dies(tasks, *args):
+def always_dies(tasks, *args, **options):
     os._exit(9)
 
 
@@ -61,10 +75,10 @@ def ignore_sigterm_then_sleep(ready):
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def run(tmp_path, monkeypatch, solve, tasks, workers=1, time_limit=TIME_LIMIT):
+def run(tmp_path, monkeypatch, solve, tasks, workers=1, time_limit=TIME_LIMIT, config=None):
     monkeypatch.setattr(runner, "solve_shard", solve)
     out = tmp_path / "submission.json"
-    summary = runner.run_submission(tasks, Network.fresh_init(fresh_model_config()), tiny_config(), out,
+    summary = runner.run_submission(tasks, Network.fresh_init(fresh_model_config()), config or tiny_config(), out,
                                     time_limit, workers=workers, quiet=True)
     written = orjson.loads(out.read_bytes())
     validate_submission(written, tasks)
@@ -149,7 +163,62 @@ def test_stop_processes_escalates_from_terminate_to_kill():
 
 def test_cuda_context_broken_tells_cuda_errors_from_out_of_memory():
     import torch
-    assert runner.cuda_context_broken(RuntimeError("CUDA error: device-side assert triggered"))
-    assert not runner.cuda_context_broken(torch.cuda.OutOfMemoryError("CUDA out of memory"))
-    assert not runner.cuda_context_broken(ValueError("CUDA error in a message of another kind"))
-    assert not runner.cuda_context_broken(RuntimeError("shape mismatch"))
+    assert cuda_context_broken(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not cuda_context_broken(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert not cuda_context_broken(ValueError("CUDA error in a message of another kind"))
+    assert not cuda_context_broken(RuntimeError("shape mismatch"))
+
+
+def joint(config, tasks):
+    return dataclasses.replace(config, shard_tasks=tasks)
+
+
+def predicted_in_file(written, summary, task):
+    """Whether the file's first attempt for the task is its outcome's best candidate."""
+    return written[task.id][0]["attempt_1"] == summary.outcomes[task.id].ranked[0][0]
+
+
+def test_a_worker_killed_in_a_joint_shards_prediction_keeps_what_it_reported(tmp_path, monkeypatch):
+    """One joint shard of three tasks; the worker is SIGKILLed right after it reports its first
+    prediction, and so is the worker that takes over the two left. The two tasks reported before the
+    kills are predicted in the file; the third keeps its fallback attempts and is failed."""
+    tasks = synthetic_tasks(3, seed=9)
+    summary, written = run(tmp_path, monkeypatch, killed_after_each_first_report, tasks,
+                           config=joint(tiny_config(), 3))
+    assert len(summary.predicted) == 2 and len(summary.failed) == 1
+    assert summary.failed[0].note == f"its worker died twice (exit code {-signal.SIGKILL})"
+    for task in tasks:
+        if summary.outcomes[task.id].failed:
+            assert_fallback_kept(written, task)
+        else:
+            assert predicted_in_file(written, summary, task), task.id
+
+
+def test_a_reported_task_reaches_the_file_while_its_shard_runs_on(tmp_path, monkeypatch):
+    """A joint shard whose worker reports one task and then hangs until the deadline: that task is in
+    the file (it was sent when made, not with the shard's end), the others keep their fallbacks."""
+    tasks = synthetic_tasks(3, seed=10)
+    summary, written = run(tmp_path, monkeypatch, reports_one_then_hangs, tasks, time_limit=40,
+                           config=joint(tiny_config(), 3))
+    assert len(summary.predicted) == 1 and len(summary.unfinished) == 2
+    reported = next(t for t in tasks if t.id in summary.outcomes)
+    assert predicted_in_file(written, summary, reported)
+    for task in tasks:
+        if task is not reported:
+            assert_fallback_kept(written, task)
+
+
+def test_the_file_is_rewritten_at_most_every_few_seconds_and_at_flush(tmp_path, monkeypatch):
+    tasks = synthetic_tasks(3, seed=11)
+    writes = []
+    monkeypatch.setattr(runner, "write_submission", lambda out, submission, hidden: writes.append(time.monotonic()))
+    file = runner._SubmissionFile(tmp_path / "submission.json", tasks)
+    assert len(writes) == 1  # the pre-filled file, before any model work
+    outcome = runner.TaskOutcome(tasks[0].id, [[tasks[0].test_inputs[0].tolist()]])
+    file.add(outcome)
+    file.add(outcome)
+    assert len(writes) == 1 and 0 < file.seconds_to_next_write() <= runner.WRITE_EVERY
+    file.flush()
+    assert len(writes) == 2 and file.seconds_to_next_write() == float("inf")
+    file.flush()
+    assert len(writes) == 2  # nothing new to write

@@ -43,6 +43,8 @@ def test_constant_schedule_is_the_warm_up_factor_of_pretraining():
 def test_by_time_the_schedule_spans_the_share_and_stops_before_the_deadline():
     timed = schedule(start=10.0, deadline=110.0)
     assert not timed.done(0, 109.0) and timed.done(0, 111.0)  # a first step runs while the deadline is ahead
+    timed.step_took(30.0)  # the first step (one-off costs) does not count
+    assert not timed.done(1, 109.9)
     timed.step_took(2.0)
     assert not timed.done(5, 107.9) and timed.done(5, 108.1)
     assert timed.lr_factor(10, 10.0) == pytest.approx(1.0)
@@ -64,6 +66,15 @@ def test_the_inference_reserve_scales_with_the_views():
 def test_the_inference_reserve_leaves_fine_tuning_half_the_time_at_least():
     assert inference_reserve(0.2, 1000, seconds_left=60) == pytest.approx(30)
     assert inference_reserve(0.2, 10, seconds_left=60) < 30
+
+
+def test_the_inference_reserve_keeps_every_tasks_first_batch_beyond_the_cap():
+    """60 tasks of a joint shard, 512 views each, a first batch of 128, at 0.01 s per view: with 100 s
+    left the cap would keep 50 s, but every task's first batch (76.8 s, 115.2 s with the safety
+    factor) must run, so fine-tuning gets nothing; with 1000 s left all the views fit."""
+    first_batches, views = 60 * 128, 60 * 512
+    assert inference_reserve(0.01, views, seconds_left=100, minimum_views=first_batches) == pytest.approx(115.2)
+    assert inference_reserve(0.01, views, seconds_left=1000, minimum_views=first_batches) == pytest.approx(460.8)
 
 
 def test_the_cpu_preset_spends_its_share_on_fine_tuning():

@@ -36,7 +36,7 @@ from submission.config import PRESETS, SHIPPED_NETWORK, fresh_model_config
 from submission.finetune import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
-from submission.voting import grid_key
+from augment.voting import grid_key
 from submission.writer import SubmissionError, prefill, prepare_output, read_submission, write_submission
 
 BAD_INPUT = 2

@@ -51,7 +51,7 @@ from submission.config import PRESETS, TEST_TIME_MODEL_FIELDS, FinetuneConfig, f
 from submission.finetune import Network, TaskOutcome, solve_shard
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
 from submission.scoring import score_submission
-from submission.voting import grid_key
+from augment.voting import grid_key
 from submission.writer import read_submission
 
 

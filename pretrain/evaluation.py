@@ -19,7 +19,7 @@ from augment.tables import AugmentationTable
 from pretrain.losses import log_stablemax
 from pretrain.model import RecursiveModel
 from pretrain.puzzle_embedding import PuzzleEmbedding
-from submission.voting import Prediction, hit_at_k, rank_candidates
+from augment.voting import Prediction, hit_at_k, rank_candidates
 
 
 @dataclass

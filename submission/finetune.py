@@ -50,7 +50,7 @@ from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig
 from submission.schedule import FinetuneSchedule, inference_reserve
-from submission.voting import SELECTORS, rank_candidates
+from augment.voting import SELECTORS, rank_candidates
 
 # Ranked candidates kept per test input (enough for pass@K reports).
 KEEP_CANDIDATES = 100

@@ -10,7 +10,7 @@ import torch
 from arc_data.synthetic import synthetic_tasks
 from submission.config import fresh_model_config, synthetic
 from submission.finetune import Network, solve_task
-from submission.voting import grid_key
+from augment.voting import grid_key
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 
 from arc_data.encoding import VOCAB_SIZE, encode_grid
 from augment.augmentation import IDENTITY, Augmentation
-from submission.voting import (SELECTORS, Prediction, best_rank, candidate_log_prob, hit_at_k, poe,
+from augment.voting import (SELECTORS, Prediction, best_rank, candidate_log_prob, hit_at_k, poe,
                                rank_candidates, vote)
 
 # No symmetry and distinct colours, so every non-identity augmentation changes it.

@@ -49,10 +49,12 @@ def is_competition_rerun(environ: Mapping[str, str] | None = None) -> bool:
     return env.get(RERUN_ENV, "").strip().lower() not in ("", "0", "false")
 
 
-# Where a competition's data mounts under the input root, most likely first: <input>/<slug>/ (2025
-# and earlier) and <input>/competitions/<slug>/ (ARC Prize 2026). The notebook's first cell, which
-# runs before the project is installed, is formatted from this same tuple.
-COMPETITION_GLOBS = ("*/" + TEST_CHALLENGES, "competitions/*/" + TEST_CHALLENGES)
+# Where a competition's data mounts under the input root: <input>/competitions/<slug>/ (ARC Prize 2026)
+# first, then <input>/<slug>/ (2025 and earlier). That order matters: an attached dataset also mounts
+# at <input>/<slug>/, and one that carries a copy of the test file (a public notebook's inputs, say)
+# must never win over the competition's own folder. The notebook's first cell, which runs before the
+# project is installed, is formatted from this same tuple.
+COMPETITION_GLOBS = ("competitions/*/" + TEST_CHALLENGES, "*/" + TEST_CHALLENGES)
 
 
 def find_test_challenges(input_root: Path) -> Path | None:

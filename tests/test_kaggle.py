@@ -1,7 +1,9 @@
 """Kaggle packaging: the build's files and metadata, the notebook's cells, bad input, and offline rehearsals
 (see test_kaggle_push.py for push, test_kaggle_wheelhouse.py for the wheelhouse)."""
 
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,10 +20,12 @@ from pretrain.model import build_model
 from submission import kaggle_env
 from submission.kaggle import notebook, wheelhouse
 from submission.kaggle.__main__ import default_source, main
-from submission.kaggle.build import BuildConfig, build
-from submission.kaggle.layout import FAILED_MARK, WHEELHOUSE_MARKER, CheckFailed, Layout, PackagingError
+from submission.config import PRESETS
+from submission.kaggle.build import BuildConfig, build, project_entries
+from submission.kaggle.layout import (BUILD_FILE, FAILED_MARK, WHEELHOUSE_MARKER, CheckFailed, Layout, PackagingError,
+                                      expected_gpus)
 from submission.kaggle.notebook import code_cell_sources
-from submission.kaggle.rehearse import RehearsalConfig, rehearse
+from submission.kaggle.rehearse import RehearsalConfig, gpu_note, rehearse
 from submission.writer import SubmissionError, prefill, read_submission, validate_submission
 
 USER = "alice"
@@ -66,9 +70,10 @@ def test_build_writes_the_four_folders(built):
 
 def test_code_dataset_holds_only_the_project(built):
     tops = {path.split("/")[0] for path in relative_files(built.code)}
-    assert tops == {"arc_data", "augment", "pretrain", "submission", "evaluate.py", "make_submission.py",
-                    "pyproject.toml", "requirements.txt", "README.md", "dataset-metadata.json",
-                    "arc_trm-0.1.0-py3-none-any.whl"}
+    assert {"arc_data", "augment", "pretrain", "submission", "evaluate.py", "make_submission.py"} <= tops
+    assert tops == set(project_entries(default_source())) | {"dataset-metadata.json", BUILD_FILE,
+                                                             "arc_trm-0.1.0-py3-none-any.whl"}
+    assert not tops & {"tests", "docs"}
     assert not [p for p in built.code.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
 
 
@@ -115,6 +120,30 @@ def test_an_unknown_competition_is_refused(tmp_path, checkpoint, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_build_records_the_preset_the_rerun_runs(built, tmp_path, checkpoint, capsys):
+    info = read_json(built.code / BUILD_FILE)
+    assert (info["preset"], info["gpus"], info["competition"]) == ("kaggle-nvarc", 4, "arc-prize-2026-arc-agi-2")
+    out = tmp_path / "out"
+    assert main(["build", str(out), "--checkpoint", str(checkpoint), "--user", USER, "--no-wheels",
+                 "--preset", "kaggle-placeholder"]) == 0
+    assert "runs preset kaggle-placeholder on the pushed run and on the scored rerun alike" in capsys.readouterr().out
+    placeholder = read_json(out / "code" / BUILD_FILE)
+    assert (placeholder["preset"], placeholder["gpus"]) == ("kaggle-placeholder", 0)
+    assert placeholder["build"] != info["build"]  # each build has its own id, which push finds in the log
+
+
+def test_presets_expect_the_4xl4_machine_or_nothing():
+    assert {name: expected_gpus(name) for name in PRESETS} == {
+        "cpu": 0, "kaggle-4xl4": 4, "kaggle-nvarc": 4, "kaggle-mcgovern": 4, "kaggle-placeholder": 0, "synthetic": 0}
+
+
+def test_an_unknown_preset_is_one_line_before_any_work(tmp_path, checkpoint, capsys):
+    code = main(["build", str(tmp_path / "out"), "--checkpoint", str(checkpoint), "--no-wheels", "--preset", "kaggle"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and "unknown preset 'kaggle'; known: cpu, kaggle-4xl4" in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_notebook_is_four_code_cells(built):
     notebook = read_json(built.notebook / "submission.ipynb")
     assert notebook["nbformat"] == 4
@@ -129,16 +158,20 @@ def test_notebook_is_four_code_cells(built):
     assert "nvidia-smi" in fallback and kaggle_env.INPUT_ENV in fallback and kaggle_env.WORKING_ENV in fallback
     assert "--no-index" in install and "--find-links" in install and "python_versions" in install
     assert all(f"'{name}'" in install for name in wheelhouse.wheel_names())
-    assert '"-m", "make_submission", "--checkpoint"' in run and "NUMBA_CACHE_DIR" in run
+    assert '"-m", "make_submission", "--checkpoint"' in run and '"--preset", build["preset"]' in run
+    assert "NUMBA_CACHE_DIR" in fallback and "numba-cache" not in run  # set once, outside the output folder
     assert "is_valid_submission" in check and "FALLBACK" in check
     for source in sources[1:]:
         assert "raise" not in [line.strip().split(" ")[0] for line in source.splitlines() if not line.startswith(" ")]
 
 
 def fallback_cell_namespace(input_root: Path, working: Path, monkeypatch) -> dict:
-    """Run the first cell as the notebook would, with its roots pointed at temporary folders."""
+    """Run the first cell as the notebook would, with its roots pointed at temporary folders (and the
+    environment variable it sets restored afterwards)."""
     monkeypatch.setenv(kaggle_env.INPUT_ENV, str(input_root))
     monkeypatch.setenv(kaggle_env.WORKING_ENV, str(working))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(working / "numba-cache"))  # where the notebook used to put it
+    monkeypatch.setattr(tempfile, "tempdir", str(input_root.parent))
     namespace: dict = {}
     exec(compile(notebook.fallback_cell(), "cell 1", "exec"), namespace)
     return namespace
@@ -161,6 +194,68 @@ def test_the_first_cell_writes_a_valid_fallback_with_the_standard_library(tmp_pa
     assert submission == prefill(tasks)  # the same fallback as make_submission's pre-fill
 
 
+def fake_nvidia_smi(folder: Path, monkeypatch, out: str, status: int) -> None:
+    folder.mkdir()
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\nprintf '{out}'\nexit {status}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+
+
+@pytest.mark.parametrize("out, status, gpus", [
+    ("NVIDIA L4, 23034 MiB\\n" * 4, 0, 4),
+    ("NVIDIA L4, 23034 MiB\\n", 0, 1),
+    ("NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.\\n", 9, 0),
+    (None, 0, 0),
+])
+def test_the_first_cell_prints_the_gpu_count_in_one_line(tmp_path, monkeypatch, capsys, out, status, gpus):
+    if out is None:
+        (tmp_path / "bin").mkdir()
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no nvidia-smi at all
+    else:
+        fake_nvidia_smi(tmp_path / "bin", monkeypatch, out, status)
+    fallback_cell_namespace(tmp_path / "input", tmp_path / "working", monkeypatch)
+    printed = capsys.readouterr().out
+    assert f"\nGPUs: {gpus}\n" in printed
+    assert printed.count("  GPU ") == gpus
+
+
+def test_numbas_cache_stays_out_of_the_output_folder(tmp_path, monkeypatch):
+    working = tmp_path / "working"
+    fallback_cell_namespace(tmp_path / "input", working, monkeypatch)
+    cache = Path(os.environ["NUMBA_CACHE_DIR"])
+    assert cache.is_dir() and working not in cache.parents and cache != working / "numba-cache"
+
+
+def test_the_run_cell_passes_the_builds_preset_to_make_submission(tmp_path, monkeypatch, built, capsys):
+    """Cells 1 and 3 as the notebook runs them, with make_submission's process replaced by a recorder."""
+    inputs = tmp_path / "input"
+    challenges = inputs / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_env.TEST_CHALLENGES
+    challenges.parent.mkdir(parents=True)
+    write_kaggle_challenges(challenges, 1)
+    shutil.copytree(built.code, inputs / "arc-trm-code")
+    shutil.copytree(built.weights, inputs / "arc-trm-weights")
+    monkeypatch.delenv("ARC_NOTEBOOK_SECONDS", raising=False)
+    namespace = fallback_cell_namespace(inputs, tmp_path / "working", monkeypatch)
+    commands = []
+
+    class Recorder:
+        @staticmethod
+        def run(command, cwd=None, env=None, **_):
+            commands.append((command, env))
+            return type("Done", (), {"returncode": 0})()
+    exec(compile(notebook.install_cell(), "cell 2", "exec"), namespace)  # its install fails here: no wheelhouse
+    namespace.update(subprocess=Recorder, INSTALLED=True)
+    exec(compile(notebook.run_cell(), "cell 3", "exec"), namespace)
+    printed = capsys.readouterr().out
+    info = read_json(built.code / BUILD_FILE)
+    assert f"build {info['build']}: preset kaggle-nvarc" in printed
+    [(command, env)] = commands
+    assert command[command.index("--preset") + 1] == "kaggle-nvarc"
+    assert command[command.index("--challenges") + 1] == str(challenges)
+    assert env["NUMBA_CACHE_DIR"] == os.environ["NUMBA_CACHE_DIR"] and "working" not in env["NUMBA_CACHE_DIR"]
+
+
 def test_the_first_cell_reports_a_missing_competition_without_raising(tmp_path, monkeypatch, capsys):
     (tmp_path / "input").mkdir()
     namespace = fallback_cell_namespace(tmp_path / "input", tmp_path / "working", monkeypatch)
@@ -172,7 +267,8 @@ def test_the_first_cell_reports_a_missing_competition_without_raising(tmp_path, 
 def test_the_cells_finder_agrees_with_kaggle_env(tmp_path, monkeypatch):
     namespace = fallback_cell_namespace(tmp_path / "none", tmp_path / "working", monkeypatch)
     layouts = [["arc-prize-2025"], ["competitions/arc-prize-2026-arc-agi-2"], ["a/b/c"],
-               ["a/b/c", "competitions/arc-prize-2026-arc-agi-2"], ["a/b", "zz"]]
+               ["a/b/c", "competitions/arc-prize-2026-arc-agi-2"], ["a/b", "zz"],
+               ["my-dataset", "competitions/arc-prize-2026-arc-agi-2"]]
     for index, folders in enumerate(layouts):
         root = tmp_path / f"layout{index}"
         for folder in folders:
@@ -180,6 +276,7 @@ def test_the_cells_finder_agrees_with_kaggle_env(tmp_path, monkeypatch):
             (root / folder / kaggle_env.TEST_CHALLENGES).write_text("{}")
         namespace["INPUT"] = root
         assert namespace["find_test_challenges"]() == kaggle_env.find_test_challenges(root), folders
+    assert namespace["find_test_challenges"]().parent.name == "arc-prize-2026-arc-agi-2"  # the last layout
 
 
 def test_the_cells_validator_agrees_with_the_writer(tmp_path, monkeypatch):
@@ -275,6 +372,17 @@ def test_find_test_challenges_prefers_the_shallowest(tmp_path):
     assert kaggle_env.find_test_challenges(tmp_path) == competition
 
 
+def test_find_test_challenges_searches_the_competition_folder_first(tmp_path):
+    """A dataset mounts at <input>/<slug>/ like a 2025 competition: its copy of the file must not win."""
+    dataset_copy = tmp_path / "a-public-dataset" / kaggle_env.TEST_CHALLENGES
+    dataset_copy.parent.mkdir()
+    dataset_copy.write_text("{}")
+    competition = tmp_path / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_env.TEST_CHALLENGES
+    competition.parent.mkdir(parents=True)
+    competition.write_text("{}")
+    assert kaggle_env.find_test_challenges(tmp_path) == competition
+
+
 def test_find_test_challenges_knows_the_2026_layout(tmp_path):
     decoy = tmp_path / "my-dataset" / "copy" / kaggle_env.TEST_CHALLENGES
     decoy.parent.mkdir(parents=True)
@@ -299,13 +407,34 @@ def write_kaggle_challenges(path: Path, count: int) -> list[str]:
 @pytest.fixture(scope="module")
 def built_with_wheels(tmp_path_factory, checkpoint) -> Layout:
     config = BuildConfig(out_dir=tmp_path_factory.mktemp("build-wheels"), checkpoint=checkpoint,
-                         source=default_source(), user=USER)
+                         source=default_source(), user=USER, preset="kaggle-placeholder")  # short on a CPU
     try:
         return build(config)
     except PackagingError as error:
         if "downloading the wheels" in str(error):
             pytest.skip(f"cannot download the wheelhouse here: {error}")
         raise
+
+
+def test_rehearse_runs_the_builds_preset(tmp_path, capsys, built):
+    challenges = tmp_path / "challenges.json"
+    write_kaggle_challenges(challenges, 1)
+    code = main(["rehearse", str(built.root), "--challenges", str(challenges), "--preset", "cpu",
+                 "--workdir", str(tmp_path / "kaggle")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1
+    assert "runs preset kaggle-nvarc; --preset cpu applies when building" in error
+    assert not (tmp_path / "kaggle").exists()
+
+
+def test_the_rehearsal_notes_the_gpus_the_notebook_saw():
+    nvarc, placeholder = {"preset": "kaggle-nvarc", "gpus": 4}, {"preset": "kaggle-placeholder", "gpus": 0}
+    assert gpu_note(["Python 3.12\n", "GPUs: 0\n"], nvarc) == (
+        "rehearsal: the notebook saw 0 GPU(s); preset kaggle-nvarc expects 4 on Kaggle, where push refuses a run "
+        "with fewer")
+    assert gpu_note(["GPUs: 4\n", "  GPU 0: NVIDIA L4\n"], nvarc) == "rehearsal: the notebook saw 4 GPU(s)"
+    assert gpu_note(["GPUs: 0\n"], placeholder) == "rehearsal: the notebook saw 0 GPU(s)"
+    assert "no 'GPUs: N' line" in gpu_note(["nothing\n"], nvarc)
 
 
 def test_rehearse_refuses_bad_numbers_before_any_work(tmp_path, capsys, built):
@@ -365,7 +494,8 @@ def test_rehearsal_writes_a_valid_predicted_submission(built_with_wheels, tmp_pa
                              workdir=tmp_path / "kaggle", time_limit=400))
     print(f"rehearsal took {time.monotonic() - started:.0f} s")
     out = capsys.readouterr().out
-    assert "input: read-only" in out and "network:" in out and "GPU(s)" in out
+    assert "input: read-only" in out and "network:" in out and "GPUs: " in out
+    assert "preset kaggle-placeholder" in out and "the notebook saw" in out
     assert "2 predicted, 0 with the fallback attempts" in out and "rehearsal passed" in out
     submission = read_submission(tmp_path / "kaggle" / "working" / "submission.json")
     assert sorted(submission) == sorted(task_ids)

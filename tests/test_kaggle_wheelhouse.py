@@ -61,6 +61,17 @@ def test_the_wheelhouse_holds_a_binary_wheel_for_each_kaggle_python(tmp_path, in
     assert wheelhouse.read_marker(house)["python_versions"] == ["3.11", "3.12", "3.13"]
 
 
+def test_the_wheelhouse_ships_the_pinned_optimizer_not_the_newest(tmp_path, index):
+    assert "adam-atan2-pytorch==0.4.1" in wheelhouse.WHEEL_PACKAGES
+    fake_wheel(index, "adam-atan2-pytorch", "0.5.0", "py3-none-any")  # a newer release on the index
+    house = tmp_path / "wheels"
+    house.mkdir()
+    wheelhouse.build_wheelhouse(house, wheelhouse.KAGGLE_PYTHONS, wheelhouse.KAGGLE_PLATFORM, True, find_links=index)
+    assert sorted(path.name for path in house.glob("adam_atan2_pytorch-*")) == [
+        "adam_atan2_pytorch-0.4.1-py3-none-any.whl"]
+    assert "adam-atan2-pytorch==0.4.1" in wheelhouse.read_marker(house)["packages"]
+
+
 def test_a_python_without_a_binary_wheel_fails_the_build_in_one_line(tmp_path, index):
     (index / f"orjson-3.11.9-cp313-cp313-{PLATFORM_TAG}.whl").unlink()
     house = tmp_path / "wheels"

@@ -1,6 +1,7 @@
 """Package the project for Kaggle's offline notebook, rehearse that notebook locally, and push it.
 
-    python -m submission.kaggle build OUT_DIR --checkpoint EXPORT_DIR [--user NAME] [--competition SLUG] [--push]
+    python -m submission.kaggle build OUT_DIR --checkpoint EXPORT_DIR [--user NAME] [--competition SLUG]
+        [--preset NAME] [--push]
     python -m submission.kaggle rehearse OUT_DIR --challenges FILE [--solutions FILE] [--time-limit SECONDS]
     python -m submission.kaggle push OUT_DIR [--user NAME] [--competition SLUG]
 

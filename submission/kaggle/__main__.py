@@ -12,8 +12,8 @@ from arc_data.grids import ArcDataError
 from pretrain.import_official import RECIPES
 from submission.kaggle import wheelhouse
 from submission.kaggle.build import BuildConfig, build, print_instructions
-from submission.kaggle.layout import (BAD_INPUT, COMPETITIONS, DEFAULT_COMPETITION, USER_PLACEHOLDER, CheckFailed,
-                                      Layout, PackagingError)
+from submission.kaggle.layout import (BAD_INPUT, COMPETITIONS, DEFAULT_COMPETITION, DEFAULT_PRESET, USER_PLACEHOLDER,
+                                      CheckFailed, Layout, PackagingError, read_build_file)
 from submission.kaggle.push import PushConfig, check_can_push, push
 from submission.kaggle.rehearse import RehearsalConfig, rehearse
 from submission.writer import SubmissionError
@@ -48,7 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_build_options(rehearse_parser)
     rehearse_parser.add_argument("--time-limit", type=float,
                                  help="the notebook's whole budget in seconds (Kaggle's is 12 h); killed at it")
-    rehearse_parser.add_argument("--rerun", action="store_true", help="set KAGGLE_IS_COMPETITION_RERUN")
+    rehearse_parser.add_argument("--rerun", action="store_true",
+                                 help="set KAGGLE_IS_COMPETITION_RERUN, as Kaggle's scored rerun does (the preset "
+                                      "is the build's either way)")
     rehearse_parser.add_argument("--keep", action="store_true", help="keep the Kaggle folders afterwards")
     rehearse_parser.add_argument("--workdir", type=Path,
                                  help="a new folder for the Kaggle folders (default: a temporary one)")
@@ -60,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     push_parser = commands.add_parser("push", help="upload a build, run the notebook on Kaggle and check its output")
     push_parser.add_argument("out_dir", type=Path, help="a build folder")
-    push_parser.add_argument("--competition", default=DEFAULT_COMPETITION, choices=sorted(COMPETITIONS))
+    push_parser.add_argument("--competition", choices=sorted(COMPETITIONS), help="default: the build's")
     push_parser.add_argument("--user", default=default_user(), help="Kaggle username (default $KAGGLE_USERNAME)")
     add_push_options(push_parser)
     return parser.parse_args(argv)
@@ -74,6 +76,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--competition", default=DEFAULT_COMPETITION, choices=sorted(COMPETITIONS),
                         help=f"competition slug (default {DEFAULT_COMPETITION})")
     parser.add_argument("--user", default=default_user(), help="Kaggle username (default $KAGGLE_USERNAME)")
+    parser.add_argument("--preset", help="the make_submission preset the notebook runs, on the pushed run and on "
+                                         f"the scored rerun alike (default {DEFAULT_PRESET})")
     parser.add_argument("--wheels", action=argparse.BooleanOptionalAction, default=True,
                         help="download the wheelhouse (--no-wheels for tests)")
     parser.add_argument("--python", action="append", dest="pythons", metavar="X.Y",
@@ -99,14 +103,16 @@ def add_push_options(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> BuildConfig:
     return BuildConfig(out_dir=args.out_dir, checkpoint=args.checkpoint, source=args.source, user=args.user,
-                       competition=args.competition, wheels=args.wheels,
+                       competition=args.competition, preset=args.preset or DEFAULT_PRESET, wheels=args.wheels,
                        pythons=tuple(args.pythons or wheelhouse.KAGGLE_PYTHONS), platform=args.platform,
                        find_links=args.find_links, recipe=args.recipe, official_config=args.official_config,
                        sets=tuple(item for group in args.sets for item in group))
 
 
 def push_config(args: argparse.Namespace) -> PushConfig:
-    return PushConfig(layout=Layout(args.out_dir), user=args.user, competition=args.competition,
+    layout = Layout(args.out_dir)
+    competition = args.competition or read_build_file(layout).get("competition", DEFAULT_COMPETITION)
+    return PushConfig(layout=layout, user=args.user, competition=competition,
                       output_dir=args.output or args.out_dir / "kaggle-output", challenges=args.test_challenges,
                       poll_seconds=args.poll_seconds)
 
@@ -138,10 +144,20 @@ def run(args: argparse.Namespace) -> None:
     else:
         if args.checkpoint is not None:
             build(build_config(args))
+        elif args.preset is not None:
+            check_rehearsed_preset(Layout(args.out_dir), args.preset)
         rehearse(RehearsalConfig(build_dir=args.out_dir, challenges=args.challenges, solutions=args.solutions,
                                  keep=args.keep, workdir=args.workdir, time_limit=args.time_limit, rerun=args.rerun,
                                  competition=args.competition, detach=tuple(args.detach),
                                  min_predicted=args.min_predicted))
+
+
+def check_rehearsed_preset(layout: Layout, preset: str) -> None:
+    """A rehearsal runs what the build will run on Kaggle; --preset without --checkpoint cannot change it."""
+    built = read_build_file(layout)["preset"]
+    if preset != built:
+        raise PackagingError(f"{layout.root} runs preset {built}; --preset {preset} applies when building "
+                             "(rehearse --checkpoint, or build again)")
 
 
 def main(argv: list[str] | None = None) -> int:

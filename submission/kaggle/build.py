@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 import tempfile
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +14,11 @@ from pathlib import Path
 import orjson
 
 from pretrain.import_official import OfficialImportError, import_checkpoint, is_official_checkpoint
+from submission.config import PRESETS
 from submission.kaggle import notebook, wheelhouse
-from submission.kaggle.layout import (CODE_SLUG, DATASET_METADATA, DEFAULT_COMPETITION, KERNEL_SLUG,
-                                      USER_PLACEHOLDER, WEIGHT_FILES, WEIGHTS_SLUG, WHEELS_SLUG, Layout,
-                                      PackagingError, check_competition, run_checked)
+from submission.kaggle.layout import (BUILD_FILE, CODE_SLUG, DATASET_METADATA, DEFAULT_COMPETITION, DEFAULT_PRESET,
+                                      KERNEL_SLUG, USER_PLACEHOLDER, WEIGHT_FILES, WEIGHTS_SLUG, WHEELS_SLUG, Layout,
+                                      PackagingError, check_competition, expected_gpus, run_checked)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class BuildConfig:
     source: Path  # the project root, holding pyproject.toml
     user: str  # Kaggle username owning the datasets and the notebook
     competition: str = DEFAULT_COMPETITION  # a slug of layout.COMPETITIONS
+    # The make_submission preset the notebook runs, on the pushed run and on the scored rerun alike.
+    preset: str = DEFAULT_PRESET
     wheels: bool = True  # download the wheelhouse (off for fast tests)
     pythons: tuple[str, ...] = wheelhouse.KAGGLE_PYTHONS  # a wheel of each binary package for each
     platform: str = wheelhouse.KAGGLE_PLATFORM
@@ -41,6 +46,7 @@ class BuildConfig:
 
 def build(config: BuildConfig) -> Layout:
     check_competition(config.competition)
+    check_preset(config.preset)
     check_checkpoint(config.checkpoint)
     layout = Layout(config.out_dir)
     for folder in (layout.code, layout.weights, layout.wheels, layout.notebook):
@@ -48,10 +54,24 @@ def build(config: BuildConfig) -> Layout:
             shutil.rmtree(folder)  # a stale file from an earlier build must not ship
         folder.mkdir(parents=True)
     write_code(layout.code, config)
+    write_build_file(layout.code, config)
     weights_from_checkpoint(layout.weights, config)
     write_wheels(layout.wheels, config)
     notebook.write_notebook(layout.notebook, config.user, config.competition)
     return layout
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise PackagingError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+
+
+def write_build_file(code: Path, config: BuildConfig) -> None:
+    """What this build runs, for the notebook (which passes the preset to make_submission) and for
+    push (which checks the run against it). The id tells one build's run from another's in a log."""
+    info = {"preset": config.preset, "gpus": expected_gpus(config.preset), "competition": config.competition,
+            "build": f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"}
+    (code / BUILD_FILE).write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
 
 
 def check_checkpoint(checkpoint: Path) -> None:
@@ -140,6 +160,12 @@ def print_instructions(layout: Layout, config: BuildConfig) -> None:
     kernel = config.dataset_id(KERNEL_SLUG)
     print(f"built {layout.root} for {config.competition}: code/, weights/, wheels/ (Python "
           f"{', '.join(config.pythons)}), notebook/")
+    gpus = expected_gpus(config.preset)
+    print(f"the notebook runs preset {config.preset} on the pushed run and on the scored rerun alike"
+          + (f" (sized for {gpus} GPUs)" if gpus else ""))
+    if not gpus:
+        print(f"note: {config.preset} is not a preset for Kaggle's 4x L4 machine; a submission of this build "
+              "would run it on the hidden tasks too")
     if config.user == USER_PLACEHOLDER:
         print(f"note: ids use the placeholder {USER_PLACEHOLDER}; rebuild with --user NAME (or KAGGLE_USERNAME)")
     if not config.wheels:

@@ -7,10 +7,13 @@ every Python it may run) and ``notebook/`` (the notebook and its ``kernel-metada
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 CODE_SLUG, WEIGHTS_SLUG, WHEELS_SLUG = "arc-trm-code", "arc-trm-weights", "arc-trm-wheels"
 KERNEL_SLUG = "arc-trm-submission"
@@ -19,6 +22,9 @@ KERNEL_METADATA = "kernel-metadata.json"
 DATASET_METADATA = "dataset-metadata.json"
 WEIGHT_FILES = ("model.safetensors", "model.json")  # what pretrain.export writes
 WHEELHOUSE_MARKER = "arc-trm-wheelhouse.json"  # lets the notebook find the wheels however Kaggle mounts them
+# In code/: what the build chose for the run (the preset, the GPUs it expects, the build's id). The
+# notebook reads it on Kaggle; push and rehearse read the local copy.
+BUILD_FILE = "arc-trm-build.json"
 CODE_WHEEL_GLOB = "arc_trm-*.whl"
 USER_PLACEHOLDER = "YOUR-KAGGLE-USERNAME"
 
@@ -41,6 +47,16 @@ DEFAULT_COMPETITION = "arc-prize-2026-arc-agi-2"
 # "NvidiaL4X1" and no "NvidiaL4X4". X1 is the single card, so the bare name is the multi-card machine,
 # as the bare "NvidiaTeslaT4" is "GPU T4 x2". The notebook prints the GPUs it got, so a run shows it.
 MACHINE_SHAPE = "NvidiaL4"
+
+# The make_submission preset a build runs by default: the one make_submission itself picks on Kaggle's
+# rerun when given none. The notebook passes the build's preset explicitly, so the pushed run, the
+# rehearsal and the scored rerun all run the same one.
+DEFAULT_PRESET = "kaggle-nvarc"
+KAGGLE_GPUS = 4  # the 4x L4 machine, which every kaggle-* preset but kaggle-placeholder is sized for
+
+# The notebook's first cell prints "GPUs: N" (N from nvidia-smi, 0 when it fails); push refuses a run
+# with fewer than the preset expects, and the rehearsal says how many it saw.
+GPU_LINE = re.compile(r"^GPUs: (\d+)\s*$", re.MULTILINE)
 
 # Every notebook cell that fails prints this (and the step and the error) instead of raising: an
 # exception would end the notebook and make the whole entry a scoring error, while the fallback file
@@ -86,6 +102,31 @@ class Layout:
 
     def datasets(self) -> dict[str, Path]:
         return {CODE_SLUG: self.code, WEIGHTS_SLUG: self.weights, WHEELS_SLUG: self.wheels}
+
+
+def expected_gpus(preset: str) -> int:
+    """GPUs a preset is sized for: the 4x L4 machine for the Kaggle presets; none for kaggle-placeholder
+    (a short run that proves the notebook works) and the others (cpu, synthetic), which run anywhere."""
+    return KAGGLE_GPUS if preset.startswith("kaggle-") and preset != "kaggle-placeholder" else 0
+
+
+def gpus_in_log(log: str) -> int | None:
+    """The GPU count the notebook printed (its first "GPUs: N" line), or None when it printed none."""
+    match = GPU_LINE.search(log)
+    return int(match.group(1)) if match else None
+
+
+def read_build_file(layout: Layout) -> dict:
+    """The build's choices (``BUILD_FILE`` in code/); one line when it is missing or broken."""
+    path = layout.code / BUILD_FILE
+    try:
+        info = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise PackagingError(f"{path}: cannot be read ({error}); run build again") from None
+    if not (isinstance(info, dict) and isinstance(info.get("preset"), str) and isinstance(info.get("gpus"), int)
+            and isinstance(info.get("build"), str)):
+        raise PackagingError(f"{path}: not a build file of this version (no preset, gpus or build); run build again")
+    return info
 
 
 def check_competition(slug: str) -> Competition:

@@ -3,11 +3,13 @@
 Four code cells, each of which reports a failure (``FAILED_MARK``) instead of raising, because an
 exception ends a Kaggle notebook and makes the whole entry a scoring error:
 
-1. with the standard library alone, before any install or import: print the GPUs, find the
-   challenges file and write a valid fallback ``submission.json`` for every task and test input;
+1. with the standard library alone, before any install or import: keep numba's cache out of the
+   output folder, print the GPUs ("GPUs: N", which push checks), find the challenges file and write a
+   valid fallback ``submission.json`` for every task and test input;
 2. the offline install of the wheelhouse (pip picks the wheels of the running Python) and the
    project's wheel;
-3. ``python -m make_submission``, which replaces the file only with better valid ones;
+3. ``python -m make_submission --preset NAME`` with the build's preset (``BUILD_FILE``), the same on
+   the pushed run and on the scored rerun; it replaces the file only with better valid ones;
 4. a last check with the standard library: a file that is not valid is replaced by the fallback.
 
 The cells run before the project is installed, so they cannot import it: the shared names are
@@ -22,9 +24,9 @@ from pathlib import Path
 import orjson
 
 from submission import kaggle_env
-from submission.kaggle.layout import (CODE_SLUG, CODE_WHEEL_GLOB, FAILED_MARK, KERNEL_METADATA, KERNEL_SLUG,
-                                      MACHINE_SHAPE, NOTEBOOK_FILE, NOTEBOOK_SECONDS_ENV, VALID_MARK, WEIGHT_FILES,
-                                      WEIGHTS_SLUG, WHEELHOUSE_MARKER, WHEELS_SLUG)
+from submission.kaggle.layout import (BUILD_FILE, CODE_SLUG, CODE_WHEEL_GLOB, FAILED_MARK, KERNEL_METADATA,
+                                      KERNEL_SLUG, MACHINE_SHAPE, NOTEBOOK_FILE, NOTEBOOK_SECONDS_ENV, VALID_MARK,
+                                      WEIGHT_FILES, WEIGHTS_SLUG, WHEELHOUSE_MARKER, WHEELS_SLUG)
 from submission.kaggle.wheelhouse import wheel_names
 
 # Seconds of a rehearsal's --time-limit kept back from make_submission: its own start (imports,
@@ -65,6 +67,10 @@ import json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
 NOTEBOOK_STARTED = time.monotonic()
+# numba caches compiled kernels beside their source, or in NUMBA_CACHE_DIR. Kaggle keeps everything
+# under /kaggle/working as the notebook's output, so the cache goes to a temporary folder, set before
+# any process imports numba: the output folder holds the submission alone.
+os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cache-")
 INPUT = Path(os.environ.get("{kaggle_env.INPUT_ENV}") or "{kaggle_env.DEFAULT_INPUT}")
 WORKING = Path(os.environ.get("{kaggle_env.WORKING_ENV}") or "{kaggle_env.DEFAULT_WORKING}")
 SUBMISSION = WORKING / "{kaggle_env.SUBMISSION_FILE}"
@@ -77,12 +83,14 @@ def report_failure(step, error):
 
 
 def report_gpus():
+    """One line "GPUs: N" (push refuses a run with fewer than the preset expects), then one per GPU."""
     try:
-        found = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=60).stdout.strip().splitlines()
+        result = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=60)
+        found = [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
     except (OSError, subprocess.SubprocessError):
-        found = []
-    print(f"{{len(found)}} GPU(s)" + "".join(f"\\n  GPU {{i}}: {{line}}" for i, line in enumerate(found)), flush=True)
+        found = []  # no nvidia-smi, or it failed: no GPU this notebook can use
+    print(f"GPUs: {{len(found)}}" + "".join(f"\\n  GPU {{i}}: {{line}}" for i, line in enumerate(found)), flush=True)
 
 
 def find_test_challenges():
@@ -184,17 +192,20 @@ except Exception as error:
 def run_cell() -> str:
     return f'''\
 # 3. The whole pipeline in one call: it fine-tunes and predicts every task, rewriting the file only
-#    with complete, valid versions. A failure keeps the file as it was.
+#    with complete, valid versions. A failure keeps the file as it was. The preset is the build's, the
+#    same on this run and on the scored rerun, so no setting runs for the first time when it counts.
 def run_make_submission():
+    build = json.loads(find_one("{BUILD_FILE}").read_bytes())
+    print(f"build {{build['build']}}: preset {{build['preset']}}", flush=True)
     weights = find_one("{WEIGHT_FILES[0]}").parent
     command = [sys.executable, "-m", "make_submission", "--checkpoint", str(weights),
-               "--challenges", str(find_test_challenges()), "--out", str(SUBMISSION)]
+               "--challenges", str(find_test_challenges()), "--out", str(SUBMISSION), "--preset", build["preset"]]
     budget = os.environ.get("{NOTEBOOK_SECONDS_ENV}")  # set only by the local rehearsal
     if budget:
         left = float(budget) - (time.monotonic() - NOTEBOOK_STARTED)
         reserve = {FINISH_RESERVE_SECONDS} + {FINISH_RESERVE_SHARE} * float(budget)
         command += ["--time-limit", f"{{max(1.0, left - reserve):.0f}}"]
-    env = {{**os.environ, "NUMBA_CACHE_DIR": str(WORKING / "numba-cache"), "TQDM_MININTERVAL": "30"}}
+    env = {{**os.environ, "TQDM_MININTERVAL": "30"}}  # NUMBA_CACHE_DIR comes from the first cell
     status = subprocess.run(command, cwd=WORKING, env=env).returncode
     if status != 0:
         raise RuntimeError(f"make_submission exited with status {{status}}; the file keeps its last valid version")

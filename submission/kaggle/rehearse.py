@@ -5,7 +5,8 @@ and one read-only folder per dataset, a writable working folder), makes a fresh 
 that holds what Kaggle's image has (its versions of numpy, numba, llvmlite, safetensors, orjson and
 einops where the package index has them; this machine's torch), runs the notebook's cells in order
 with no network, kills it at ``--time-limit`` as Kaggle would at 12 hours, and checks the file:
-valid for every task, and predicted (not the fallback) for most of them.
+valid for every task, and predicted (not the fallback) for most of them. The notebook runs the
+build's preset, as on Kaggle's pushed run and scored rerun.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from submission.kaggle import wheelhouse
 from submission.kaggle.layout import (CODE_WHEEL_GLOB, DATASET_METADATA, DEFAULT_COMPETITION, FAILED_MARK,
                                       KERNEL_METADATA, NOTEBOOK_FILE, NOTEBOOK_SECONDS_ENV, WEIGHT_FILES,
                                       WHEELHOUSE_MARKER, CheckFailed, Layout, PackagingError, check_competition,
-                                      run_checked)
+                                      gpus_in_log, read_build_file, run_checked)
 from submission.kaggle.notebook import code_cell_sources
 from submission.kaggle_env import KagglePaths
 from submission.scoring import format_score, score_submission
@@ -74,7 +75,7 @@ class Isolation:
 
 def rehearse(config: RehearsalConfig) -> None:
     layout = Layout(config.build_dir)
-    check_build(layout)
+    build = check_build(layout)
     competition = check_competition(config.competition)
     if config.time_limit is not None and not config.time_limit > 0:
         raise PackagingError(f"--time-limit must be a positive number of seconds, got {config.time_limit:g}")
@@ -87,7 +88,9 @@ def rehearse(config: RehearsalConfig) -> None:
         isolation = isolate(python, paths)
         for note in isolation.notes:
             print(f"rehearsal: {note}")
+        print(f"rehearsal: preset {build['preset']}, the one the pushed run and the scored rerun run")
         output, killed = run_notebook(python, layout.notebook / NOTEBOOK_FILE, paths, config, isolation)
+        print(gpu_note(output, build))
         check_result(paths, tasks, config, output, killed, time.monotonic() - started)
         # After the run, which may pass without a wheel the rehearsal's environment happens to have.
         check_wheelhouse(python, layout.wheels, root / "wheel-check")
@@ -114,7 +117,8 @@ def new_workdir(workdir: Path | None) -> Path:
     return workdir
 
 
-def check_build(layout: Layout) -> None:
+def check_build(layout: Layout) -> dict:
+    """The build's choices (its BUILD_FILE), once the build is complete and fits this Python."""
     needed = [layout.code / "pyproject.toml", layout.notebook / NOTEBOOK_FILE, layout.notebook / KERNEL_METADATA,
               layout.wheels / WHEELHOUSE_MARKER] + [layout.weights / name for name in WEIGHT_FILES]
     missing = [path for path in needed if not path.is_file()]
@@ -127,6 +131,18 @@ def check_build(layout: Layout) -> None:
     if here not in built_for:
         raise PackagingError(f"the wheelhouse is for Python {', '.join(built_for)}; this is {here}: rehearse with "
                              "one of those or build with --python " + here)
+    return read_build_file(layout)
+
+
+def gpu_note(output: list[str], build: dict) -> str:
+    """How many GPUs the notebook saw against the preset's; a note, not a failure: a rehearsal runs
+    anywhere, while push refuses a Kaggle run with fewer."""
+    seen = gpus_in_log("".join(output))
+    seen_text = "no 'GPUs: N' line" if seen is None else f"{seen} GPU(s)"
+    if build["gpus"] and (seen is None or seen < build["gpus"]):
+        return (f"rehearsal: the notebook saw {seen_text}; preset {build['preset']} expects {build['gpus']} on Kaggle, "
+                "where push refuses a run with fewer")
+    return f"rehearsal: the notebook saw {seen_text}"
 
 
 def stage_kaggle_folders(layout: Layout, config: RehearsalConfig, mount: str, root: Path) -> KagglePaths:

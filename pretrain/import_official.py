@@ -483,14 +483,21 @@ def write_export(out_dir: Path, model: RecursiveModel, puzzle_mean: Tensor, tabl
 # The import
 
 
-def import_checkpoint(checkpoint: Path | str, out_dir: Path | str, config: Path | str | None = None,
-                      recipe: str | None = None, sets: Sequence[str] = (),
-                      keep_puzzle_table: bool = False) -> Imported:
-    """Import ``checkpoint`` into ``out_dir``; raises ``OfficialImportError`` (one line) on any problem.
+@dataclass
+class OfficialNetwork:
+    """An official checkpoint read into this project's network, in memory."""
 
-    Everything is checked before anything is written; the (possibly large) file is loaded only after
-    the config has been read and found valid.
-    """
+    model: RecursiveModel
+    puzzle_mean: Tensor  # the mean of the checkpoint's puzzle rows (new tasks' rows start there)
+    table: Tensor | None  # the puzzle table itself, when the checkpoint holds one
+    prefix: str  # the key prefix found in the file
+
+
+def read_official(checkpoint: Path | str, config: Path | str | None = None, recipe: str | None = None,
+                  sets: Sequence[str] = ()) -> OfficialNetwork:
+    """The network of an official checkpoint; raises ``OfficialImportError`` (one line) on any problem.
+
+    The config is read and checked before the (possibly large) file is loaded."""
     checkpoint = Path(checkpoint)
     check_checkpoint_file(checkpoint)
     arch, seq_len = apply_sets(arch_section(checkpoint, config, recipe), sets)
@@ -501,11 +508,23 @@ def import_checkpoint(checkpoint: Path | str, out_dir: Path | str, config: Path 
     model = load_network(model_cfg, family, tensors)
     table = tensors.get(PUZZLE_TABLE)
     puzzle_mean = table.to(torch.float32).mean(0) if table is not None else torch.zeros(0)
+    return OfficialNetwork(model, puzzle_mean, table, prefix)
+
+
+def import_checkpoint(checkpoint: Path | str, out_dir: Path | str, config: Path | str | None = None,
+                      recipe: str | None = None, sets: Sequence[str] = (),
+                      keep_puzzle_table: bool = False) -> Imported:
+    """Import ``checkpoint`` into an export in ``out_dir``; raises ``OfficialImportError`` (one line)
+    on any problem. Everything is checked before anything is written."""
+    official = read_official(checkpoint, config, recipe, sets)
+    table = official.table
     try:
-        written = write_export(Path(out_dir), model, puzzle_mean, table if keep_puzzle_table else None)
+        written = write_export(Path(out_dir), official.model, official.puzzle_mean,
+                               table if keep_puzzle_table else None)
     except OSError as error:
         raise OfficialImportError(f"{out_dir}: cannot write the export ({error})") from None
-    return Imported(model_cfg, count_parameters(model), 0 if table is None else table.shape[0], prefix, written)
+    return Imported(official.model.config, count_parameters(official.model), 0 if table is None else table.shape[0],
+                    official.prefix, written)
 
 
 def arch_section(checkpoint: Path, config: Path | str | None, recipe: str | None) -> dict[str, Any]:

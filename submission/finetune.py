@@ -49,6 +49,7 @@ from pretrain.learner import Learner, OptimConfig, Slots, train_step, warm_up_tr
 from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig
+from submission.network import Network
 from submission.schedule import FinetuneSchedule, inference_reserve
 from augment.voting import SELECTORS, rank_candidates
 
@@ -58,30 +59,6 @@ KEEP_CANDIDATES = 100
 OOM_ATTEMPTS = 3
 
 T = TypeVar("T")
-
-
-@dataclass
-class Network:
-    """The starting point of every task: a network's weights and the mean of its trained puzzle rows."""
-
-    config: ModelConfig
-    state: dict[str, torch.Tensor]
-    puzzle_mean: torch.Tensor
-    fresh: bool  # True: a fresh initialisation (no checkpoint given)
-
-    @classmethod
-    def fresh_init(cls, config: ModelConfig, seed: int = 0) -> "Network":
-        model = build_model(config, seed=seed)
-        return cls(config, model.state_dict(), torch.zeros(config.puzzle_dim), fresh=True)
-
-    def with_overrides(self, overrides: dict) -> "Network":
-        """The same weights under test-time model settings (e.g. more cycles, fewer supervision steps)."""
-        return dataclasses.replace(self, config=self.config.replace(**overrides)) if overrides else self
-
-    @property
-    def can_bucket(self) -> bool:
-        """Smaller canvases keep their meaning with 2-D positions, or for a network that never trained."""
-        return self.fresh or self.config.pos_encoding == "rope2d"
 
 
 @dataclass

@@ -112,7 +112,7 @@ def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path):
     out = tmp_path / "result.json"
     result = subprocess.run([sys.executable, "-m", "bench.submission", "--suite", "small-arc", "--source",
                              "synthetic:3/2/colour_map", "--max-side", "5", "--seconds-per-task", "12", "--workers", "1",
-                             "--compare-selectors", "--json", str(out)],
+                             "--compare-selectors", "--fresh", "--json", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=180,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
@@ -138,7 +138,7 @@ def test_small_arc_benchmark_keeps_its_floor(tmp_path):
     out = tmp_path / "result.json"
     result = subprocess.run([sys.executable, "-m", "bench.submission", "--suite", "small-arc", "--dataset", "arc-agi-1",
                              "--split", "train", "--max-side", "8", "--limit", "12", "--steps", "300",
-                             "--seconds-per-task", "600", "--json", str(out)],
+                             "--seconds-per-task", "600", "--fresh", "--json", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=3600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr

@@ -1,28 +1,18 @@
-import functools
+import subprocess
+import zlib
 
 import numpy as np
 import pytest
 import torch
 
-from arc_data import load_bundled
-
-
-@functools.lru_cache(maxsize=None)
-def real_grids() -> tuple[np.ndarray, ...]:
-    """Every distinct grid of ARC-AGI-1 and ARC-AGI-2 (training and evaluation, test outputs included)."""
-    grids = {}
-    for dataset in ("arc-agi-1", "arc-agi-2"):
-        for split in ("train", "eval"):
-            for task in load_bundled(dataset, split):
-                for grid in task.grids():
-                    grids[(grid.shape, grid.tobytes())] = grid
-    return tuple(grids.values())
+from tests.helpers import call_main, run_cli
 
 
 @pytest.fixture
 def rng(request) -> np.random.Generator:
-    """A generator seeded from the test's name: reproducible, and independent between tests."""
-    return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)
+    """A generator seeded from the test's id (a CRC, the same in every process, unlike ``hash``):
+    reproducible, and independent between tests."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 @pytest.fixture
@@ -32,3 +22,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["main", pytest.param("command", marks=pytest.mark.cli)])
+def run_evaluate(request, capsys):
+    """``evaluate.py ARGS`` as a CompletedProcess: through its ``main`` in this process (fast), and as a
+    command in a subprocess (marker ``cli``)."""
+    def run(*args) -> subprocess.CompletedProcess:
+        if request.param == "command":
+            return run_cli(["evaluate.py", *args], timeout=60)
+        import evaluate
+        code, out, err = call_main(evaluate.main, capsys, *args)
+        return subprocess.CompletedProcess(["evaluate.py", *args], code, out, err)
+    return run

@@ -8,7 +8,7 @@ from arc_data.encoding import encode_grid
 from augment.augmentation import DIHEDRAL_NAMES, IDENTITY, Augmentation, dihedral
 from augment.kernels import GridPool, encode_batch, encode_batch_numpy, encode_pairs, transformed_shapes
 from augment.tables import augmentation_table, drawn_augmentation
-from tests.conftest import real_grids
+from tests.helpers import real_grids
 
 
 @st.composite

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from arc_data.encoding import (CANVAS, EOS, FALLBACK_GRID, PAD, VOCAB_SIZE, decode_grid, decode_grids,
                                decode_shapes, encode_grid)
 from augment.kernels import GridPool, encode_batch
-from tests.conftest import real_grids
+from tests.helpers import real_grids
 
 
 def test_encoding_layout_by_hand():

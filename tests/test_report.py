@@ -1,19 +1,16 @@
 """The picture report: a PNG per task and an index.html, failed tasks first; evaluate.py --report."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
-import orjson
 import pytest
 
 from arc_data.sources import load_bundled
 from submission.report import write_report
 from submission.scoring import score_submission
 from submission.writer import prefill, set_attempts, write_submission
+from tests.helpers import write_kaggle_files
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -61,18 +58,11 @@ def test_report_limit_draws_failures_first(case, tmp_path):
     assert "1 more tasks not drawn" in (tmp_path / "index.html").read_text(encoding="utf-8")
 
 
-def run_evaluate(*args):
-    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
-
-
-def test_evaluate_report_cli(case, tmp_path):
+def test_evaluate_report_cli(case, tmp_path, run_evaluate):
     tasks, submission, solved, failed = case
     submission_path = tmp_path / "submission.json"
     write_submission(submission_path, submission, tasks)
-    challenges, solutions = tmp_path / "challenges.json", tmp_path / "solutions.json"
-    challenges.write_bytes(orjson.dumps({t.id: t.without_solutions().to_json() for t in tasks}))
-    solutions.write_bytes(orjson.dumps({t.id: [o.tolist() for o in t.test_outputs] for t in tasks}))
+    challenges, solutions = write_kaggle_files(tmp_path, tasks)
     out = tmp_path / "report"
     result = run_evaluate(submission_path, "--challenges", challenges, "--solutions", solutions, "--report", out)
     assert result.returncode == 0, result.stderr

@@ -1,9 +1,5 @@
 """Local scoring: the leaderboard's unit, the bundled eval set, and the evaluate.py command line."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import orjson
 import pytest
@@ -13,9 +9,6 @@ from arc_data.sources import load_bundled
 from arc_data.tasks import Task
 from submission.scoring import format_score, read_solutions, score_against, score_submission
 from submission.writer import SubmissionError, prefill, set_attempts, write_submission
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def g(rows):
     return np.array(rows, dtype=np.uint8)
@@ -119,12 +112,7 @@ def test_read_solutions_checks_every_grid(tmp_path):
             read_solutions(path)
 
 
-# --- evaluate.py as a user runs it ---
-
-def run_evaluate(*args):
-    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
-
+# --- evaluate.py as a user runs it (the run_evaluate fixture: its main, and the command) ---
 
 @pytest.fixture(scope="module")
 def files(eval_tasks, tmp_path_factory):
@@ -136,7 +124,7 @@ def files(eval_tasks, tmp_path_factory):
     return folder, true_path, solutions
 
 
-def test_evaluate_json_on_true_solutions(files):
+def test_evaluate_json_on_true_solutions(files, run_evaluate):
     _, true_path, solutions = files
     for extra in (["--solutions", solutions], ["--dataset", "arc-agi-2", "--split", "eval"]):
         result = run_evaluate(true_path, "--json", *extra)
@@ -147,7 +135,7 @@ def test_evaluate_json_on_true_solutions(files):
         assert report["tasks"] == 120 and report["outputs"] == 167
 
 
-def test_evaluate_text_and_task_table(files):
+def test_evaluate_text_and_task_table(files, run_evaluate):
     _, true_path, solutions = files
     result = run_evaluate(true_path, "--solutions", solutions, "--tasks")
     assert result.returncode == 0, result.stderr
@@ -165,7 +153,7 @@ def assert_one_error_line(result, *fragments):
         assert fragment in lines[0]
 
 
-def test_evaluate_rejects_malformed_submission(files, eval_tasks):
+def test_evaluate_rejects_malformed_submission(files, eval_tasks, run_evaluate):
     folder, true_path, solutions = files
     submission = orjson.loads(true_path.read_bytes())
     task_id = eval_tasks[3].id
@@ -180,7 +168,7 @@ def test_evaluate_rejects_malformed_submission(files, eval_tasks):
     assert_one_error_line(run_evaluate(folder / "absent.json"), "absent.json", "cannot be read")
 
 
-def test_evaluate_rejects_malformed_solutions(files):
+def test_evaluate_rejects_malformed_solutions(files, run_evaluate):
     folder, true_path, _ = files
     bad = folder / "bad_solutions.json"
     bad.write_bytes(orjson.dumps({"0934a4d8": [[[1, 2], [3, 4, 5]]]}))
@@ -190,6 +178,6 @@ def test_evaluate_rejects_malformed_solutions(files):
     assert_one_error_line(run_evaluate(true_path, "--solutions", bad), "bad_solutions.json", "not valid JSON")
 
 
-def test_evaluate_rejects_conflicting_sources(files):
+def test_evaluate_rejects_conflicting_sources(files, run_evaluate):
     _, true_path, solutions = files
     assert_one_error_line(run_evaluate(true_path, "--dataset", "arc-agi-1", "--solutions", solutions), "not both")

@@ -29,9 +29,9 @@ from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task, select
 from pretrain.export import ExportError, refuse_pretrained_tasks
-from pretrain.import_official import RECIPES
+from pretrain.import_official import OFFICIAL_RECIPES
 from submission import kaggle_env
-from submission.config import PRESETS, SHIPPED_NETWORK, fresh_model_config
+from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, fresh_model_config
 from submission.network import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
@@ -56,12 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        "checkpoint file of the official TRM/HRM code, imported on the fly; default: the small "
                        "network shipped in submission/pretrained/small-arc")
     start.add_argument("--fresh", action="store_true", help="fine-tune a freshly initialised network on each task")
-    parser.add_argument("--recipe", choices=sorted(RECIPES), help="official checkpoint without an all_config.yaml "
+    parser.add_argument("--recipe", choices=sorted(OFFICIAL_RECIPES), help="official checkpoint without an all_config.yaml "
                                                                   "beside it: its known config")
     parser.add_argument("--config", type=Path, help="official checkpoint: its all_config.yaml (default: beside it)")
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                         help="official checkpoint: change a config value, e.g. --set seq_len=900 H_cycles=4")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="fine-tuning preset (default: cpu, or "
+    parser.add_argument("--preset", choices=sorted(FINETUNE_PRESETS), help="fine-tuning preset (default: cpu, or "
                                                                   "kaggle-nvarc / kaggle-placeholder on Kaggle)")
     parser.add_argument("--time-limit", type=float, help="seconds for the whole run (default: 840, or "
                                                          f"{KAGGLE_TIME_LIMIT} on Kaggle)")
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ArcDataError, SubmissionError, ExportError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
-    config = PRESETS[args.preset]()
+    config = FINETUNE_PRESETS[args.preset]()
     if args.shard_tasks is not None:
         config = dataclasses.replace(config, shard_tasks=args.shard_tasks, shard_per_worker=False)
     if args.steps is not None:

@@ -44,10 +44,11 @@ from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
 from arc_data.tasks import Task, select
 from bench.common import device_name
+from pretrain.config import parse_setting
 from pretrain.distributed import default_dtype, pick_device
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_projection
-from submission.config import PRESETS, SHIPPED_NETWORK, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
+from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
 from submission.finetune import TaskOutcome, solve_shard
 from submission.network import Network
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
@@ -161,25 +162,17 @@ class SettingError(ValueError):
 
 
 def parse_settings(items: list[str]) -> tuple[dict, dict]:
-    """``KEY=VALUE`` items as (preset changes, model changes: the ``model.`` keys). VALUE is read as
-    JSON (``1e-3``, ``true``, ``{"T": 4}``), ``none`` as None, anything else as a word."""
+    """``KEY=VALUE`` items (read by ``pretrain.config.parse_setting``) as (preset changes, model
+    changes: the ``model.`` keys)."""
     preset, model = {}, {}
     for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise SettingError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            key, value = parse_setting(item)
+        except ValueError as error:
+            raise SettingError(str(error)) from None
         target, name = (model, key.removeprefix("model.")) if key.startswith("model.") else (preset, key)
-        target[name] = _setting_value(text)
+        target[name] = value
     return preset, model
-
-
-def _setting_value(text: str):
-    if text.lower() == "none":
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
 
 
 def _replaced(config, changes: dict, what: str):
@@ -197,7 +190,7 @@ def _replaced(config, changes: dict, what: str):
 def suite_config(args: argparse.Namespace) -> tuple[FinetuneConfig, dict]:
     """The preset with the suite's flags and ``--set`` changes; and the model changes (``model.`` keys)."""
     preset_changes, model_changes = parse_settings([item for group in args.set for item in group])
-    config = dataclasses.replace(PRESETS[args.preset](), compare_selectors=args.compare_selectors,
+    config = dataclasses.replace(FINETUNE_PRESETS[args.preset](), compare_selectors=args.compare_selectors,
                                  shard_tasks=max(1, args.shard_tasks))
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
@@ -279,7 +272,7 @@ def load_network(checkpoint: str | None, fresh_changes: dict | None = None) -> N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.submission", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--preset", choices=sorted(FINETUNE_PRESETS), default="cpu")
     parser.add_argument("--dataset", choices=sorted(BUNDLED), default="arc-agi-2")
     parser.add_argument("--source", help="any task source instead (e.g. synthetic:6/11/colour_map+tile)")
     parser.add_argument("--steps", type=int, help="fine-tuning steps (default: the preset's)")
@@ -318,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         network = load_network(args.checkpoint)
     except ExportError as error:
         parser.exit(2, f"error: {error}\n")
-    config = dataclasses.replace(PRESETS[args.preset](), max_task_seconds=float("inf"),
+    config = dataclasses.replace(FINETUNE_PRESETS[args.preset](), max_task_seconds=float("inf"),
                                  compare_selectors=args.compare_selectors)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)

@@ -38,7 +38,7 @@ from pretrain.distributed import default_dtype, setup_world, teardown_world
 from pretrain.hardware import peak_tflops_for
 from pretrain.learner import Learner, Slots, train_step
 from pretrain.model import count_parameters
-from pretrain.presets import PRESETS, RunConfig
+from pretrain.presets import RUN_PRESETS, RunConfig
 
 # The largest default batch on a CPU (a GPU takes the preset's batch, in micro-batches that fit).
 CPU_DEFAULT_BATCH_CAP = 64
@@ -212,7 +212,7 @@ def format_table(rows: list[dict]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="default: trm-arc1 on CUDA, tiny on CPU")
+    parser.add_argument("--preset", choices=sorted(RUN_PRESETS), help="default: trm-arc1 on CUDA, tiny on CPU")
     parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
     parser.add_argument("--batch", type=int,
                         help=f"global batch (default: the preset's, at most {CPU_DEFAULT_BATCH_CAP} on a CPU)")
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         device = world.device
         on_gpu = device.type == "cuda"
-        run = PRESETS[args.preset or ("trm-arc1" if on_gpu else "tiny")]()
+        run = RUN_PRESETS[args.preset or ("trm-arc1" if on_gpu else "tiny")]()
         model_config = run.model
         if args.pos_encoding:
             model_config = model_config.replace(pos_encoding=args.pos_encoding)

@@ -5,12 +5,14 @@ The presets reproduce the papers' networks (parameter counts checked in tests/te
 =================  ==========  =============================================================
 preset             parameters  what it is
 =================  ==========  =============================================================
-``trm_arc1``        6,829,058  TRM-Att, 2 blocks, T=3, n=4 (the official ARC command)
-``trm_arc2``        6,829,058  the same network, trained on ARC-AGI-2 data
-``trm_mlp_arc1``   18,801,666  TRM-MLP: a SwiGLU over the 916-long sequence axis replaces attention
-``hrm_arc1``       27,276,290  HRM: separate 4-block L and H modules, H_cycles = L_cycles = 2
+``trm-att``         6,829,058  TRM-Att, 2 blocks, T=3, n=4 (the official ARC command; ARC-AGI-1 and -2 alike)
+``trm-mlp``        18,801,666  TRM-MLP: a SwiGLU over the 916-long sequence axis replaces attention
+``hrm``            27,276,290  HRM: separate 4-block L and H modules, H_cycles = L_cycles = 2
 ``tiny``           (small)     CPU tests and debugging
-``cpu_small``      (small)     the CPU network: fine-tuned fresh per task, or pretrained on small ARC tasks
+``cpu-small``      (small)     the CPU network: fine-tuned fresh per task, or pretrained on small ARC tasks
+
+Model presets name networks; the pretraining runs that train them (``trm-arc1``, ``small-arc``, ...)
+are in ``pretrain/presets.py``.
 =================  ==========  =============================================================
 
 The puzzle-embedding table is not part of these counts (it lives outside the network, see
@@ -20,6 +22,7 @@ The puzzle-embedding table is not part of these counts (it lives outside the net
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -114,6 +117,24 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+def parse_setting(item: str) -> tuple[str, Any]:
+    """One ``KEY=VALUE`` item of a command's ``--set``, as (key, value). VALUE is read as JSON (``4``,
+    ``1e-3``, ``true``, ``[1, 2]``, ``{"T": 4}``), ``none`` or ``null`` as None, ``True``/``False`` in
+    any case as booleans, and anything else as text. Raises ValueError without ``=`` or a key."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+    text = text.strip()
+    words = {"none": None, "null": None, "true": True, "false": False}
+    if text.lower() in words:
+        return key, words[text.lower()]
+    try:
+        return key, json.loads(text)
+    except json.JSONDecodeError:
+        return key, text
+
+
 def tiny() -> ModelConfig:
     """CPU tests and debugging: forward + backward of a batch of 8 well under a second."""
     return ModelConfig(arch="trm", hidden=64, heads=4, mlp_inner=192, layers=2, T=2, n=2, prefix_tokens=4,
@@ -131,31 +152,25 @@ def cpu_small() -> ModelConfig:
                        puzzle_dim=64, canvas=30, max_steps=1, pos_encoding="rope2d", forward_dtype="float32")
 
 
-def trm_arc1() -> ModelConfig:
-    """TRM-Att as in the paper, with n = 4 as in the official ARC command."""
+def trm_att() -> ModelConfig:
+    """TRM-Att as in the paper, with n = 4 as in the official ARC command (ARC-AGI-1 and -2 alike)."""
     return ModelConfig(arch="trm", T=3, n=4)
 
 
-def trm_arc2() -> ModelConfig:
-    """The same network as trm_arc1; only the training data differs."""
-    return ModelConfig(arch="trm", T=3, n=4)
-
-
-def trm_mlp_arc1() -> ModelConfig:
+def trm_mlp() -> ModelConfig:
     """TRM-MLP: attention replaced by a SwiGLU over the (fixed, 916-long) sequence axis."""
     return ModelConfig(arch="trm-mlp", T=3, n=4)
 
 
-def hrm_arc1() -> ModelConfig:
+def hrm() -> ModelConfig:
     """HRM: 4-block L and H modules, H_cycles = L_cycles = 2, one prefix token for the puzzle embedding."""
     return ModelConfig(arch="hrm", layers=4, T=2, n=2, prefix_tokens=1)
 
 
 MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
-    "cpu_small": cpu_small,
-    "trm_arc1": trm_arc1,
-    "trm_arc2": trm_arc2,
-    "trm_mlp_arc1": trm_mlp_arc1,
-    "hrm_arc1": hrm_arc1,
+    "cpu-small": cpu_small,
+    "trm-att": trm_att,
+    "trm-mlp": trm_mlp,
+    "hrm": hrm,
 }

@@ -10,7 +10,7 @@ accepted. It is loaded with ``torch.load(map_location="cpu", weights_only=True)`
 written on GPUs, and no code inside the pickle ever runs.
 
 The config is the official ``all_config.yaml`` (``--config``, default: the one beside CHECKPOINT),
-or a named recipe for a known checkpoint that travels without one (``RECIPES``). Its ``arch.name``
+or a named recipe for a known checkpoint that travels without one (``OFFICIAL_RECIPES``). Its ``arch.name``
 picks TRM (``mlp_t: true``: TRM-MLP) or HRM; keys absent from the ``arch`` section take the official
 defaults. ``--set KEY=VALUE`` (repeatable, and several pairs after one flag) then changes any key of
 the ``arch`` section (the ``arch.`` prefix is optional) or ``seq_len`` (not in the file; default
@@ -55,7 +55,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from arc_data.encoding import VOCAB_SIZE
-from pretrain.config import ModelConfig, swiglu_inner
+from pretrain.config import ModelConfig, parse_setting, swiglu_inner
 from pretrain.export import WEIGHTS, export_network
 from pretrain.model import RecursiveModel, build_model, count_parameters
 
@@ -120,7 +120,7 @@ _OFFICIAL_ARC_TRM: dict[str, Any] = {
     "halt_max_steps": 16, "halt_exploration_prob": 0.1, "forward_dtype": "bfloat16", "mlp_t": False,
     "no_ACT_continue": True,
 }
-RECIPES: dict[str, dict[str, Any]] = {
+OFFICIAL_RECIPES: dict[str, dict[str, Any]] = {
     # ARC Prize's verification checkpoints (Hugging Face arcprize/trm_arc_prize_verification):
     # arc_v1_public/step_518071 and arc_v2_public/step_723914, trained with the official ARC commands.
     "arcprize-arc1": _OFFICIAL_ARC_TRM,
@@ -224,7 +224,7 @@ def _load_failure(error: Exception) -> str:
 
 def read_config(path: Path) -> dict[str, Any]:
     """The ``arch`` section of an official ``all_config.yaml``."""
-    import yaml  # only needed for a config file or --set
+    import yaml  # only needed for a config file
 
     if not path.is_file():
         raise OfficialImportError(f"{path}: no such config file")
@@ -239,35 +239,25 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def apply_sets(arch: dict[str, Any], sets: Sequence[str]) -> tuple[dict[str, Any], int]:
-    """``arch`` and ``seq_len`` after the ``KEY=VALUE`` changes, in order; VALUE is a YAML scalar."""
+    """``arch`` and ``seq_len`` after the ``KEY=VALUE`` changes, in order (``config.parse_setting``)."""
     arch, seq_len = dict(arch), DEFAULT_SEQ_LEN
     known = set(ARCH_KEYS["trm"]) | set(ARCH_KEYS["hrm"]) | {"name"}
     for item in sets:
-        key, sep, text = item.partition("=")
-        key = key.strip().removeprefix("arch.")
-        if not sep or not key:
-            raise OfficialImportError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            key, value = parse_setting(item)
+        except ValueError as error:
+            raise OfficialImportError(str(error)) from None
+        key = key.removeprefix("arch.")
         if key != "seq_len" and key not in known:
             raise OfficialImportError(f"--set {item!r}: {key!r} is not an arch key nor seq_len "
                                       f"(known: seq_len, {', '.join(sorted(known))})")
-        value = _yaml_scalar(text, item)
+        if value is None or isinstance(value, (dict, list)):
+            raise OfficialImportError(f"--set {item!r}: {item.partition('=')[2]!r} is not a single value")
         if key == "seq_len":
             seq_len = _typed("seq_len", value, int)
         else:
             arch[key] = value
     return arch, seq_len
-
-
-def _yaml_scalar(text: str, item: str) -> Any:
-    import yaml  # only needed for a config file or --set
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
-    if value is None or isinstance(value, (dict, list)):
-        raise OfficialImportError(f"--set {item!r}: {text!r} is not a YAML scalar")
-    return value
 
 
 def _typed(key: str, value: Any, kind: type) -> Any:
@@ -532,12 +522,12 @@ def arch_section(checkpoint: Path, config: Path | str | None, recipe: str | None
     if config is not None and recipe is not None:
         raise OfficialImportError("give --config or --recipe, not both")
     if recipe is not None:
-        if recipe not in RECIPES:
-            raise OfficialImportError(f"unknown recipe {recipe!r} (known: {', '.join(sorted(RECIPES))})")
-        return dict(RECIPES[recipe])
+        if recipe not in OFFICIAL_RECIPES:
+            raise OfficialImportError(f"unknown recipe {recipe!r} (known: {', '.join(sorted(OFFICIAL_RECIPES))})")
+        return dict(OFFICIAL_RECIPES[recipe])
     if config is None and not (checkpoint.parent / CONFIG_FILE).is_file():
         raise OfficialImportError(f"{checkpoint}: no {CONFIG_FILE} beside it; pass --config FILE or "
-                                  f"--recipe NAME ({', '.join(sorted(RECIPES))})")
+                                  f"--recipe NAME ({', '.join(sorted(OFFICIAL_RECIPES))})")
     return read_config(Path(config) if config is not None else checkpoint.parent / CONFIG_FILE)
 
 
@@ -552,7 +542,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("checkpoint", type=Path, help="the official checkpoint file (e.g. step_518071)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, help=f"its {CONFIG_FILE} (default: the one beside CHECKPOINT)")
-    source.add_argument("--recipe", choices=sorted(RECIPES), help="the config of a known checkpoint without one")
+    source.add_argument("--recipe", choices=sorted(OFFICIAL_RECIPES), help="the config of a known checkpoint without one")
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                         help="change an arch key or seq_len (default 900), e.g. --set H_cycles=4 halt_max_steps=10")
     parser.add_argument("--keep-puzzle-table", action="store_true",

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m pretrain.memory",
                                      description="Bytes saved for backward per sample of one training supervision step.")
-    parser.add_argument("--model", choices=sorted(MODEL_PRESETS), default="trm_arc1")
+    parser.add_argument("--model", choices=sorted(MODEL_PRESETS), default="trm-att")
     parser.add_argument("--dtype", choices=DTYPES, default="bfloat16")
     parser.add_argument("--canvas", type=int, nargs="+", default=[8, 12, 16, 20, 24, 30])
     parser.add_argument("--activation-checkpointing", action="store_true")

@@ -98,22 +98,22 @@ def small_arc() -> RunConfig:
 
 
 def trm_arc1() -> RunConfig:
-    return RunConfig(name="trm-arc1", model=model_presets.trm_arc1(), data=ARC1)
+    return RunConfig(name="trm-arc1", model=model_presets.trm_att(), data=ARC1)
 
 
 def trm_arc2() -> RunConfig:
-    return RunConfig(name="trm-arc2", model=model_presets.trm_arc2(), data=ARC2)
+    return RunConfig(name="trm-arc2", model=model_presets.trm_att(), data=ARC2)
 
 
 def trm_mlp_arc1() -> RunConfig:
-    return RunConfig(name="trm-mlp-arc1", model=model_presets.trm_mlp_arc1(), data=ARC1)
+    return RunConfig(name="trm-mlp-arc1", model=model_presets.trm_mlp(), data=ARC1)
 
 
 def hrm_arc1() -> RunConfig:
-    return RunConfig(name="hrm-arc1", model=model_presets.hrm_arc1(), data=ARC1)
+    return RunConfig(name="hrm-arc1", model=model_presets.hrm(), data=ARC1)
 
 
-PRESETS: dict[str, Callable[[], RunConfig]] = {
+RUN_PRESETS: dict[str, Callable[[], RunConfig]] = {
     "tiny": tiny, "small-arc": small_arc, "trm-arc1": trm_arc1, "trm-arc2": trm_arc2, "trm-mlp-arc1": trm_mlp_arc1,
     "hrm-arc1": hrm_arc1,
 }

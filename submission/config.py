@@ -137,7 +137,7 @@ def synthetic() -> FinetuneConfig:
                           translate=False, views=32, inference_batch=64, max_task_seconds=600.0)
 
 
-PRESETS: dict[str, Callable[[], FinetuneConfig]] = {
+FINETUNE_PRESETS: dict[str, Callable[[], FinetuneConfig]] = {
     "cpu": cpu, "kaggle-4xl4": kaggle_4xl4, "kaggle-nvarc": kaggle_nvarc, "kaggle-mcgovern": kaggle_mcgovern,
     "kaggle-placeholder": kaggle_placeholder, "synthetic": synthetic,
 }

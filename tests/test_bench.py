@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.train import network_call_flops, peak_tflops_for, supervision_step_flops
-from pretrain.config import ModelConfig, hrm_arc1, trm_arc1, trm_mlp_arc1
+from pretrain.config import ModelConfig, hrm, trm_att, trm_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,11 +63,11 @@ def test_trm_mlp_flops_use_the_sequence_mlp():
     # token mixing over L = 5 for each of the C = 8 channels: 2*8*5*12 + 2*8*6*5; channel MLP as before.
     assert network_call_flops(config, 1, 2) == 2 * 8 * 5 * 12 + 2 * 8 * 6 * 5 + 2560 + 1280
     with pytest.raises(ValueError):
-        network_call_flops(trm_mlp_arc1(), 1, 16)
+        network_call_flops(trm_mlp(), 1, 16)
 
 
 def test_paper_trm_is_in_the_plausible_range():
-    config = trm_arc1()
+    config = trm_att()
     flops = supervision_step_flops(config, 768, 30)
     # Linear layers: 2 FLOPs per weight per token = 2 * 3,407,872 per block; attention 4 * L * C per token.
     per_token_call = 2 * (2 * 3_407_872 + 4 * 916 * 512)
@@ -79,7 +79,7 @@ def test_paper_trm_is_in_the_plausible_range():
     # 10-25% of the 989 TFLOP/s bf16 peak, plausible for this small a model.
     per_gpu = flops["total"] * 518_000 / (3 * 86_400) / 4
     assert 0.10 < per_gpu / 989e12 < 0.25
-    assert hrm_arc1().arch == "hrm" and supervision_step_flops(hrm_arc1(), 1, 30)["hrm_q_target"] > 0
+    assert hrm().arch == "hrm" and supervision_step_flops(hrm(), 1, 30)["hrm_q_target"] > 0
 
 
 def test_peak_table_matches_device_names():

@@ -8,7 +8,7 @@ import torch
 from arc_data.synthetic import synthetic_tasks
 from make_submission import parse_args, resolve
 from submission import finetune, kaggle_env
-from submission.config import PRESETS, FinetuneConfig, cpu, fresh_model_config
+from submission.config import FINETUNE_PRESETS, FinetuneConfig, cpu, fresh_model_config
 from submission.finetune import Network, solve_task
 from submission.runner import run_submission
 
@@ -21,7 +21,7 @@ def test_model_overrides_only_take_fields_that_keep_the_weights():
 
 
 def test_every_preset_is_valid_and_nvarc_carries_its_test_time_cycles():
-    configs = {name: make() for name, make in PRESETS.items()}
+    configs = {name: make() for name, make in FINETUNE_PRESETS.items()}
     nvarc = configs["kaggle-nvarc"]
     assert nvarc.model_overrides == {"T": 4, "max_steps": 10}
     assert (nvarc.selector, nvarc.shard_per_worker, nvarc.embedding_steps) == ("vote", True, 0)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from arc_data.grids import ArcDataError
-from pretrain.import_official import RECIPES
+from pretrain.import_official import OFFICIAL_RECIPES
 from submission.kaggle import wheelhouse
 from submission.kaggle.build import BuildConfig, build, print_instructions
 from submission.kaggle.layout import (BAD_INPUT, COMPETITIONS, DEFAULT_COMPETITION, DEFAULT_PRESET, USER_PLACEHOLDER,
@@ -86,7 +86,7 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--platform", default=wheelhouse.KAGGLE_PLATFORM, help="platform tag of Kaggle's image")
     parser.add_argument("--find-links", type=Path, help="a local folder of wheels instead of the package index")
     parser.add_argument("--source", type=Path, default=default_source(), help="project root (holds pyproject.toml)")
-    parser.add_argument("--recipe", choices=sorted(RECIPES),
+    parser.add_argument("--recipe", choices=sorted(OFFICIAL_RECIPES),
                         help="official checkpoint without an all_config.yaml beside it: its known config")
     parser.add_argument("--config", type=Path, dest="official_config",
                         help="official checkpoint: its all_config.yaml (default: beside it)")

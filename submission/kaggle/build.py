@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from pretrain.import_official import OfficialImportError, import_checkpoint, is_official_checkpoint
-from submission.config import PRESETS
+from submission.config import FINETUNE_PRESETS
 from submission.kaggle import notebook, wheelhouse
 from submission.kaggle.layout import (BUILD_FILE, CODE_SLUG, DATASET_METADATA, DEFAULT_COMPETITION, DEFAULT_PRESET,
                                       KERNEL_SLUG, USER_PLACEHOLDER, WEIGHT_FILES, WEIGHTS_SLUG, WHEELS_SLUG, Layout,
@@ -62,8 +62,8 @@ def build(config: BuildConfig) -> Layout:
 
 
 def check_preset(preset: str) -> None:
-    if preset not in PRESETS:
-        raise PackagingError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    if preset not in FINETUNE_PRESETS:
+        raise PackagingError(f"unknown preset {preset!r}; known: {', '.join(sorted(FINETUNE_PRESETS))}")
 
 
 def write_build_file(code: Path, config: BuildConfig) -> None:

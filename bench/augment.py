@@ -13,9 +13,9 @@ import platform
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from arc_data import CANVAS, load_bundled
+from arc_data.progress import progress
 from augment.kernels import GridPool, encode_batch, encode_batch_numpy, encode_pairs
 from augment.tables import augmentation_table
 
@@ -26,7 +26,7 @@ def task_pairs(task) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def build_tables(tasks, num_aug: int, seed: int) -> tuple[list, float]:
     start = time.perf_counter()
-    tables = [augmentation_table(t, num_aug, seed) for t in tqdm(tasks, desc="tables", leave=False)]
+    tables = [augmentation_table(t, num_aug, seed) for t in progress(tasks, desc="tables", leave=False)]
     return tables, time.perf_counter() - start
 
 
@@ -36,7 +36,7 @@ def encode_stream(tasks, tables, twin_every: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     kernel_seconds = twin_seconds = 0.0
     kernel_pairs = twin_pairs = 0
-    for task, table in tqdm(list(zip(tasks, tables)), desc="encode", leave=False):
+    for task, table in progress(list(zip(tasks, tables)), desc="encode", leave=False):
         pairs = task_pairs(task)
         pool = GridPool.from_grids([g for pair in pairs for g in pair])
         num_aug, num_pairs = len(table), len(pairs)

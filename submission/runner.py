@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -42,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from arc_data.progress import progress, write_line
 from arc_data.tasks import Task
 from submission.config import FinetuneConfig
 from submission.finetune import Network, TaskOutcome, solve_shard
@@ -257,7 +256,7 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
     size = config.shard_size(len(hidden), len(devices))
     pending = [_Shard(ordered[i:i + size]) for i in range(0, len(ordered), size)]
 
-    bar = tqdm(total=len(hidden), desc="tasks", disable=quiet, mininterval=10)
+    bar = progress(total=len(hidden), desc="tasks", disable=quiet, mininterval=10)
     pool = _Pool(devices, network, config, solve_shard)
 
     def record(outcome: TaskOutcome) -> None:
@@ -300,7 +299,7 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
 
 def print_above_bar(line: str) -> None:
     """A line on stderr, printed above the progress bar rather than through it."""
-    tqdm.write(line, file=sys.stderr)
+    write_line(line)
 
 
 def _dispatch(pool: _Pool, pending: list[_Shard], deadline: float, config: FinetuneConfig) -> None:

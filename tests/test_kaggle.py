@@ -20,7 +20,7 @@ from pretrain.model import build_model
 from submission import kaggle_env
 from submission.kaggle import notebook, wheelhouse
 from submission.kaggle.__main__ import default_source, main
-from submission.config import PRESETS
+from submission.config import FINETUNE_PRESETS
 from submission.kaggle.build import BuildConfig, build, project_entries
 from submission.kaggle.layout import (BUILD_FILE, FAILED_MARK, WHEELHOUSE_MARKER, CheckFailed, Layout, PackagingError,
                                       expected_gpus)
@@ -133,7 +133,7 @@ def test_the_build_records_the_preset_the_rerun_runs(built, tmp_path, checkpoint
 
 
 def test_presets_expect_the_4xl4_machine_or_nothing():
-    assert {name: expected_gpus(name) for name in PRESETS} == {
+    assert {name: expected_gpus(name) for name in FINETUNE_PRESETS} == {
         "cpu": 0, "kaggle-4xl4": 4, "kaggle-nvarc": 4, "kaggle-mcgovern": 4, "kaggle-placeholder": 0, "synthetic": 0}
 
 
@@ -152,10 +152,6 @@ def test_notebook_is_four_code_cells(built):
     for index, source in enumerate(sources):
         compile(source, f"cell {index + 1}", "exec")
     fallback, install, run, check = sources
-    assert "import json, os, subprocess, sys, tempfile, time\n" in fallback  # the standard library alone
-    assert not [line for line in fallback.splitlines() if line.startswith(("import ", "from "))
-                and any(name in line for name in ("arc_data", "submission", "numpy", "torch", "orjson"))]
-    assert "nvidia-smi" in fallback and kaggle_env.INPUT_ENV in fallback and kaggle_env.WORKING_ENV in fallback
     assert "--no-index" in install and "--find-links" in install and "python_versions" in install
     assert all(f"'{name}'" in install for name in wheelhouse.wheel_names())
     assert '"-m", "make_submission", "--checkpoint"' in run and '"--preset", build["preset"]' in run
@@ -165,6 +161,12 @@ def test_notebook_is_four_code_cells(built):
         assert "raise" not in [line.strip().split(" ")[0] for line in source.splitlines() if not line.startswith(" ")]
 
 
+def test_the_built_notebooks_first_cell_is_the_fallback_file_as_it_is(built):
+    """So the file test_kaggle_fallback_cell.py runs is the code Kaggle runs, byte for byte."""
+    first = code_cell_sources(built.notebook / "submission.ipynb")[0]
+    assert first == notebook.FALLBACK_CELL_FILE.read_text()
+
+
 def fallback_cell_namespace(input_root: Path, working: Path, monkeypatch) -> dict:
     """Run the first cell as the notebook would, with its roots pointed at temporary folders (and the
     environment variable it sets restored afterwards)."""
@@ -172,7 +174,7 @@ def fallback_cell_namespace(input_root: Path, working: Path, monkeypatch) -> dic
     monkeypatch.setenv(kaggle_env.WORKING_ENV, str(working))
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(working / "numba-cache"))  # where the notebook used to put it
     monkeypatch.setattr(tempfile, "tempdir", str(input_root.parent))
-    namespace: dict = {}
+    namespace: dict = {"__name__": "__main__"}  # as in a notebook, where the cell's main() runs
     exec(compile(notebook.fallback_cell(), "cell 1", "exec"), namespace)
     return namespace
 
@@ -274,9 +276,8 @@ def test_the_cells_finder_agrees_with_kaggle_env(tmp_path, monkeypatch):
         for folder in folders:
             (root / folder).mkdir(parents=True)
             (root / folder / kaggle_env.TEST_CHALLENGES).write_text("{}")
-        namespace["INPUT"] = root
-        assert namespace["find_test_challenges"]() == kaggle_env.find_test_challenges(root), folders
-    assert namespace["find_test_challenges"]().parent.name == "arc-prize-2026-arc-agi-2"  # the last layout
+        assert namespace["find_test_challenges"](root) == kaggle_env.find_test_challenges(root), folders
+    assert namespace["find_test_challenges"](root).parent.name == "arc-prize-2026-arc-agi-2"  # the last layout
 
 
 def test_the_cells_validator_agrees_with_the_writer(tmp_path, monkeypatch):

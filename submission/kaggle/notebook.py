@@ -3,9 +3,9 @@
 Four code cells, each of which reports a failure (``FAILED_MARK``) instead of raising, because an
 exception ends a Kaggle notebook and makes the whole entry a scoring error:
 
-1. with the standard library alone, before any install or import: keep numba's cache out of the
-   output folder, print the GPUs ("GPUs: N", which push checks), find the challenges file and write a
-   valid fallback ``submission.json`` for every task and test input;
+1. ``fallback_cell.py``, with the standard library alone, before any install or import: keep numba's
+   cache out of the output folder, print the GPUs ("GPUs: N", which push checks), find the challenges
+   file and write a valid fallback ``submission.json`` for every task and test input;
 2. the offline install of the wheelhouse (pip picks the wheels of the running Python) and the
    project's wheel;
 3. ``python -m make_submission --preset NAME`` with the build's preset (``BUILD_FILE``), the same on
@@ -13,11 +13,14 @@ exception ends a Kaggle notebook and makes the whole entry a scoring error:
 4. a last check with the standard library: a file that is not valid is replaced by the fallback.
 
 The cells run before the project is installed, so they cannot import it: the shared names are
-formatted in from ``kaggle_env`` and ``layout``.
+formatted in from ``kaggle_env`` and ``layout`` (into the first cell's ``SETTINGS``, and into the
+others' source).
 """
 
 from __future__ import annotations
 
+import ast
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +31,9 @@ from submission.kaggle.layout import (BUILD_FILE, CODE_SLUG, CODE_WHEEL_GLOB, FA
                                       KERNEL_SLUG, MACHINE_SHAPE, NOTEBOOK_FILE, NOTEBOOK_SECONDS_ENV, VALID_MARK,
                                       WEIGHT_FILES, WEIGHTS_SLUG, WHEELHOUSE_MARKER, WHEELS_SLUG)
 from submission.kaggle.wheelhouse import wheel_names
+
+# The first cell's program, a file of its own so that it can be read, run and tested as it is.
+FALLBACK_CELL_FILE = Path(__file__).with_name("fallback_cell.py")
 
 # Seconds of a rehearsal's --time-limit kept back from make_submission: its own start (imports,
 # loading the network) and the last cell. Plus this share of the budget, for a loaded machine.
@@ -58,94 +64,45 @@ def kernel_metadata(user: str, competition: str) -> dict:
     }
 
 
+def fallback_settings() -> dict[str, str | list[str]]:
+    """The first cell's SETTINGS: the project's names, which the cell cannot import."""
+    return {
+        "input_env": kaggle_env.INPUT_ENV,
+        "default_input": kaggle_env.DEFAULT_INPUT,
+        "working_env": kaggle_env.WORKING_ENV,
+        "default_working": kaggle_env.DEFAULT_WORKING,
+        "submission_file": kaggle_env.SUBMISSION_FILE,
+        "test_challenges": kaggle_env.TEST_CHALLENGES,
+        "competition_globs": list(kaggle_env.COMPETITION_GLOBS),
+        "failed_mark": FAILED_MARK,
+    }
+
+
+def settings_source(settings: dict[str, str | list[str]]) -> str:
+    """``SETTINGS = {...}`` as Python, one key a line. Strings and lists of strings only: their JSON is
+    a Python literal too, with every character escaped, so no value can become code."""
+    for key, value in settings.items():
+        if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            raise TypeError(f"SETTINGS[{key!r}] must be a string or a list of strings, not {value!r}")
+    lines = [f"    {json.dumps(key)}: {json.dumps(value)},\n" for key, value in settings.items()]
+    return "SETTINGS = {\n" + "".join(lines) + "}\n"
+
+
+def settings_span(source: str) -> tuple[int, int]:
+    """The lines (0-based, end excluded) of the one top-level ``SETTINGS = ...`` of a cell's source."""
+    found = [node for node in ast.parse(source).body
+             if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SETTINGS"]]
+    if len(found) != 1:
+        raise ValueError(f"{FALLBACK_CELL_FILE.name}: {len(found)} top-level SETTINGS assignments, not one")
+    return found[0].lineno - 1, found[0].end_lineno
+
+
 def fallback_cell() -> str:
-    return f'''\
-# 1. A valid submission.json first, with the standard library alone: anything later may fail (a
-#    dataset that is not attached, a wheel that does not install, a broken checkpoint), and a missing
-#    file is a scoring error for the whole entry. Later cells only replace it with a better valid one.
-import json, os, subprocess, sys, tempfile, time
-from pathlib import Path
-
-NOTEBOOK_STARTED = time.monotonic()
-# numba caches compiled kernels beside their source, or in NUMBA_CACHE_DIR. Kaggle keeps everything
-# under /kaggle/working as the notebook's output, so the cache goes to a temporary folder, set before
-# any process imports numba: the output folder holds the submission alone.
-os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numba-cache-")
-INPUT = Path(os.environ.get("{kaggle_env.INPUT_ENV}") or "{kaggle_env.DEFAULT_INPUT}")
-WORKING = Path(os.environ.get("{kaggle_env.WORKING_ENV}") or "{kaggle_env.DEFAULT_WORKING}")
-SUBMISSION = WORKING / "{kaggle_env.SUBMISSION_FILE}"
-CHALLENGES, FALLBACK = {{}}, None
-
-
-def report_failure(step, error):
-    """A failed step is printed, never raised: the notebook must end normally for the file to score."""
-    print(f"{FAILED_MARK}: {{step}}: {{type(error).__name__}}: {{error}}", flush=True)
-
-
-def report_gpus():
-    """One line "GPUs: N" (push refuses a run with fewer than the preset expects), then one per GPU."""
-    try:
-        result = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=60)
-        found = [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
-    except (OSError, subprocess.SubprocessError):
-        found = []  # no nvidia-smi, or it failed: no GPU this notebook can use
-    print(f"GPUs: {{len(found)}}" + "".join(f"\\n  GPU {{i}}: {{line}}" for i, line in enumerate(found)), flush=True)
-
-
-def find_test_challenges():
-    """The competition's own folder first (as submission.kaggle_env does), then the shallowest copy."""
-    for pattern in {kaggle_env.COMPETITION_GLOBS!r}:
-        found = sorted(INPUT.glob(pattern))
-        if found:
-            return found[0]
-    deeper = sorted(INPUT.rglob("{kaggle_env.TEST_CHALLENGES}"), key=lambda path: (len(path.parts), str(path)))
-    if not deeper:
-        raise FileNotFoundError(f"no {kaggle_env.TEST_CHALLENGES} under {{INPUT}}: is the competition attached?")
-    return deeper[0]
-
-
-def is_grid(value):
-    return (isinstance(value, list) and 1 <= len(value) <= 30 and all(isinstance(row, list) for row in value)
-            and 1 <= len(value[0]) <= 30 and all(len(row) == len(value[0]) for row in value)
-            and all(type(cell) is int and 0 <= cell <= 9 for row in value for cell in row))
-
-
-def is_valid_submission(submission, challenges):
-    """Every task of the challenges and no other, one entry per test input, two valid grids in each."""
-    return (isinstance(submission, dict) and set(submission) == set(challenges)
-            and all(isinstance(entries, list) and len(entries) == len(challenges[task_id]["test"])
-                    and all(isinstance(entry, dict) and is_grid(entry.get("attempt_1"))
-                            and is_grid(entry.get("attempt_2")) for entry in entries)
-                    for task_id, entries in submission.items()))
-
-
-def fallback_submission(challenges):
-    """attempt_1: the test input itself (some tasks barely change it), attempt_2: [[0]]."""
-    return {{task_id: [{{"attempt_1": test["input"] if is_grid(test.get("input")) else [[0]], "attempt_2": [[0]]}}
-                      for test in task["test"]] for task_id, task in challenges.items()}}
-
-
-def write_atomically(path, data):
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{{path.name}}.", suffix=".tmp")
-    with os.fdopen(handle, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-
-
-print(f"Python {{sys.version.split()[0]}}", flush=True)
-report_gpus()
-try:
-    CHALLENGES = json.loads(find_test_challenges().read_bytes())
-    FALLBACK = json.dumps(fallback_submission(CHALLENGES)).encode()
-    WORKING.mkdir(parents=True, exist_ok=True)
-    write_atomically(SUBMISSION, FALLBACK)
-    print(f"wrote the fallback {{SUBMISSION}}: {{len(CHALLENGES)}} tasks", flush=True)
-except Exception as error:
-    report_failure("fallback submission", error)
-'''
+    """fallback_cell.py as it is, but for its SETTINGS, written from the project's constants."""
+    source = FALLBACK_CELL_FILE.read_text()
+    start, end = settings_span(source)
+    lines = source.splitlines(keepends=True)
+    return "".join(lines[:start]) + settings_source(fallback_settings()) + "".join(lines[end:])
 
 
 def install_cell() -> str:
@@ -199,7 +156,7 @@ def run_make_submission():
     print(f"build {{build['build']}}: preset {{build['preset']}}", flush=True)
     weights = find_one("{WEIGHT_FILES[0]}").parent
     command = [sys.executable, "-m", "make_submission", "--checkpoint", str(weights),
-               "--challenges", str(find_test_challenges()), "--out", str(SUBMISSION), "--preset", build["preset"]]
+               "--challenges", str(find_test_challenges(INPUT)), "--out", str(SUBMISSION), "--preset", build["preset"]]
     budget = os.environ.get("{NOTEBOOK_SECONDS_ENV}")  # set only by the local rehearsal
     if budget:
         left = float(budget) - (time.monotonic() - NOTEBOOK_STARTED)

@@ -1,14 +1,11 @@
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import orjson
 import pytest
 
 from arc_data import ArcDataError, load_bundled, load_folder, load_kaggle, load_path
+from arc_data.__main__ import main
+from tests.helpers import call_main, run_cli, write_kaggle_files
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD_TASK = {"train": [{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}],
              "test": [{"input": [[0, 5]], "output": [[5, 0]]}]}
 
@@ -32,14 +29,6 @@ def test_unknown_dataset_and_split_are_clear_errors():
         load_bundled("arc-agi-1", "test")
 
 
-def write_kaggle_pair(tmp_path, tasks):
-    challenges = {t.id: {**t.to_json(), "test": [{"input": e["input"]} for e in t.to_json()["test"]]} for t in tasks}
-    solutions = {t.id: [o.tolist() for o in t.test_outputs] for t in tasks}
-    (tmp_path / "c.json").write_bytes(orjson.dumps(challenges))
-    (tmp_path / "s.json").write_bytes(orjson.dumps(solutions))
-    return tmp_path / "c.json", tmp_path / "s.json"
-
-
 def assert_same_tasks(a, b):
     assert [t.id for t in a] == [t.id for t in b]
     for x, y in zip(a, b):
@@ -49,7 +38,7 @@ def assert_same_tasks(a, b):
 
 def test_kaggle_layout_round_trip(tmp_path):
     tasks = load_bundled("arc-agi-2", "eval")[:10]
-    challenges, solutions = write_kaggle_pair(tmp_path, tasks)
+    challenges, solutions = write_kaggle_files(tmp_path, tasks)
     assert_same_tasks(load_kaggle(challenges, solutions), tasks)
     hidden = load_kaggle(challenges)
     assert not any(t.has_solutions for t in hidden)
@@ -66,7 +55,7 @@ def test_folder_layout_and_single_file(tmp_path):
 
 def test_missing_solution_for_a_task_names_it(tmp_path):
     tasks = load_bundled("arc-agi-2", "eval")[:3]
-    challenges, solutions = write_kaggle_pair(tmp_path, tasks)
+    challenges, solutions = write_kaggle_files(tmp_path, tasks)
     answers = orjson.loads(solutions.read_bytes())
     del answers[tasks[1].id]
     solutions.write_bytes(orjson.dumps(answers))
@@ -109,24 +98,36 @@ def test_bad_input_raises_one_clear_error(tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["malformed JSON", "ragged grid", "colour over 9", "no test inputs"])
-def test_cli_prints_one_line_and_exits_nonzero(tmp_path, case):
+def test_the_command_prints_one_line_and_exits_nonzero(tmp_path, capsys, case):
     path = tmp_path / "challenges.json"
     path.write_bytes(BAD_INPUTS[case][0])
-    result = subprocess.run([sys.executable, "-m", "arc_data", str(path)], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and BAD_INPUTS[case][1].split(":")[-1].strip() in result.stderr
+    code, _, err = call_main(main, capsys, path)
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and BAD_INPUTS[case][1].split(":")[-1].strip() in err
 
 
-def test_cli_summarises_a_good_source(tmp_path):
+def test_the_command_summarises_a_good_source(tmp_path, capsys):
     path = tmp_path / "task.json"
     path.write_bytes(orjson.dumps(GOOD_TASK))
-    result = subprocess.run([sys.executable, "-m", "arc_data", str(path)], cwd=ROOT, capture_output=True, text=True)
+    code, out, err = call_main(main, capsys, path)
+    assert code == 0, err
+    assert "1 tasks, 1 demonstration pairs, 1 test inputs" in out
+    code, out, _ = call_main(main, capsys, "bundled:arc-agi-2/eval")
+    assert code == 0 and "120 tasks" in out and "167 test inputs" in out
+
+
+@pytest.mark.cli
+def test_python_m_arc_data(tmp_path):
+    """The same as a command: a summary and exit 0, or one line and exit 2."""
+    good, bad = tmp_path / "task.json", tmp_path / "challenges.json"
+    good.write_bytes(orjson.dumps(GOOD_TASK))
+    bad.write_bytes(BAD_INPUTS["ragged grid"][0])
+    result = run_cli(["-m", "arc_data", good])
     assert result.returncode == 0, result.stderr
     assert "1 tasks, 1 demonstration pairs, 1 test inputs" in result.stdout
-    bundled = subprocess.run([sys.executable, "-m", "arc_data", "bundled:arc-agi-2/eval"], cwd=ROOT,
-                             capture_output=True, text=True)
-    assert "120 tasks" in bundled.stdout and "167 test inputs" in bundled.stdout
+    result = run_cli(["-m", "arc_data", bad])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "ragged" in result.stderr
 
 
 def test_synthetic_sources_name_count_seed_and_families():

@@ -8,8 +8,7 @@ official code's outputs in float32 on CPU. The official code itself is not neede
 import json
 import os
 import re
-import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,17 @@ import torch
 from safetensors.torch import load_file
 
 from arc_data import load_bundled
-from arc_data.grids import ArcDataError
 from pretrain.config import ModelConfig
 from pretrain.data import SampleBatch
 from pretrain.distributed import World
-from pretrain.export import load_exported
+from pretrain.export import ExportError, load_exported
 from pretrain.import_official import (PUZZLE_TABLE_FILE, OfficialImportError, import_checkpoint,
                                       is_official_checkpoint, main, project_name)
 from pretrain.learner import Learner, OptimConfig, Slots, train_step
 from pretrain.model import halt_decision
 from pretrain.puzzle_embedding import PuzzleEmbedding
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/official"
+from tests.helpers import OFFICIAL_FIXTURES as FIXTURES
+from tests.helpers import call_main, run_cli, write_kaggle_files
 
 pytestmark = [
     pytest.mark.skipif(not (FIXTURES / "README.md").is_file(), reason=f"the official-code fixtures are not at "
@@ -133,13 +130,25 @@ def test_without_the_flag_there_is_no_puzzle_table(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
 
 
-def test_the_command_line_import(tmp_path):
-    """``python -m pretrain.import_official`` itself: both flag forms of --set, exit 0, a loadable export."""
+IMPORT_ARGS = [FIXTURES / CASES["trm-att-small/uncompiled"][1], "--set", "seq_len=100",
+               "--set", "H_cycles=4", "halt_max_steps=10"]  # both flag forms of --set
+
+
+def test_the_command_line_import(tmp_path, capsys):
+    """The command's ``main``: both flag forms of --set, exit 0, a loadable export."""
     out = tmp_path / "export"
-    result = subprocess.run([sys.executable, "-m", "pretrain.import_official",
-                             str(FIXTURES / CASES["trm-att-small/uncompiled"][1]), "--set", "seq_len=100",
-                             "--set", "H_cycles=4", "halt_max_steps=10", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    code, err = run_import(capsys, *IMPORT_ARGS, "--out", out)
+    assert code == 0, err
+    model, puzzle_mean = load_exported(out)
+    assert (model.config.T, model.config.max_steps, model.config.canvas) == (4, 10, 10)
+    assert puzzle_mean.shape == (128,)
+
+
+@pytest.mark.cli
+def test_python_m_import_official(tmp_path):
+    """The same import as a command: ``python -m pretrain.import_official``."""
+    out = tmp_path / "export"
+    result = run_cli(["-m", "pretrain.import_official", *IMPORT_ARGS, "--out", out], timeout=120)
     assert result.returncode == 0, result.stderr
     model, puzzle_mean = load_exported(out)
     assert (model.config.T, model.config.max_steps, model.config.canvas) == (4, 10, 10)
@@ -261,8 +270,8 @@ def test_a_train_step_matches_the_official_loss(case, imported):
 
 
 def run_import(capsys, *argv) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
+    code, _, err = call_main(main, capsys, *argv)
+    return code, err
 
 
 def assert_refused(code: int, stderr: str, out: Path, *words: str) -> None:
@@ -381,10 +390,10 @@ def test_an_error_leaves_an_existing_export_untouched(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left behind
 
 
+@pytest.mark.cli
 def test_the_command_line_error_is_one_line_without_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pretrain.import_official",
-                             str(FIXTURES / CASES["trm-mlp-small"][1]), "--out", str(tmp_path / "o")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = run_cli(["-m", "pretrain.import_official", FIXTURES / CASES["trm-mlp-small"][1], "--out", tmp_path / "o"],
+                     timeout=120)
     assert_refused(result.returncode, result.stderr, tmp_path / "o", "seq_len")
 
 
@@ -398,24 +407,31 @@ def small_bundled_tasks(count: int):
     return fits[:count]
 
 
+def test_make_submission_loads_an_official_checkpoint_file(tmp_path, monkeypatch, imported):
+    """What make_submission does with an official file, in this process: the network is the import's,
+    and the temporary export is gone once loaded."""
+    from make_submission import load_network
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    network = load_network(FIXTURES / CASES["trm-att-small"][1], sets=[["seq_len=100"]])
+    assert not network.fresh and network.config.canvas == 10
+    model, puzzle_mean = load_exported(imported("trm-att-small"))
+    assert network.state.keys() == model.state_dict().keys()
+    assert all(torch.equal(network.state[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(network.puzzle_mean, puzzle_mean)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.cli
 def test_make_submission_imports_an_official_checkpoint_on_the_fly(tmp_path):
     tasks = small_bundled_tasks(3)
-    challenges = {t.id: {"train": t.to_json()["train"], "test": [{"input": g.tolist()} for g in t.test_inputs]}
-                  for t in tasks}
-    solutions = {t.id: [g.tolist() for g in t.test_outputs] for t in tasks}
-    (tmp_path / "challenges.json").write_bytes(orjson.dumps(challenges))
-    (tmp_path / "solutions.json").write_bytes(orjson.dumps(solutions))
+    challenges, solutions = write_kaggle_files(tmp_path, tasks)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
-    env.pop("KAGGLE_KERNEL_RUN_TYPE", None)
     out = tmp_path / "submission.json"
-    result = subprocess.run([sys.executable, "make_submission.py", "--quiet", "--checkpoint",
-                             str(FIXTURES / CASES["trm-att-small"][1]), "--set", "seq_len=100",
-                             "--challenges", str(tmp_path / "challenges.json"),
-                             "--solutions", str(tmp_path / "solutions.json"), "--limit", "2",
-                             "--time-limit", "120", "--steps", "3", "--workers", "1", "--out", str(out)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    result = run_cli(["make_submission.py", "--quiet", "--checkpoint", FIXTURES / CASES["trm-att-small"][1],
+                      "--set", "seq_len=100", "--challenges", challenges, "--solutions", solutions, "--limit", "2",
+                      "--time-limit", "120", "--steps", "3", "--workers", "1", "--out", out],
+                     env_extra={"TMPDIR": str(scratch)}, timeout=240)
     assert result.returncode == 0, result.stderr
     assert "imported" in result.stdout and "pass@2" in result.stdout
     submission = orjson.loads(out.read_bytes())
@@ -428,7 +444,7 @@ def test_make_submission_imports_an_official_checkpoint_on_the_fly(tmp_path):
 def test_make_submission_rejects_official_flags_without_an_official_checkpoint(imported):
     from make_submission import load_network
     for checkpoint in (None, imported("hrm-small")):
-        with pytest.raises(ArcDataError, match="--set apply only to a checkpoint file of the official"):
+        with pytest.raises(ExportError, match="--set apply only to a checkpoint file of the official"):
             load_network(checkpoint, sets=[["seq_len=100"]])
-    with pytest.raises(ArcDataError, match="arch.hidden_size"):
+    with pytest.raises(ExportError, match="arch.hidden_size"):
         load_network(FIXTURES / CASES["hrm-small"][1], sets=[["hidden_size=32"]])

@@ -1,40 +1,31 @@
+"""make_submission.py as a user runs it: time limits, a kill mid-run, workers, --max-side with evaluate.py.
+These start the command in a subprocess (marker ``cli``), except the few checks that run its ``main``."""
+
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import orjson
 import pytest
 
+import make_submission as command
 from arc_data import load_bundled, load_kaggle
 from arc_data.synthetic import synthetic_tasks
 from submission.writer import validate_submission
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_challenges(tmp_path, tasks):
-    challenges = {t.id: {"train": t.to_json()["train"], "test": [{"input": g.tolist()} for g in t.test_inputs]}
-                  for t in tasks}
-    solutions = {t.id: [g.tolist() for g in t.test_outputs] for t in tasks}
-    (tmp_path / "challenges.json").write_bytes(orjson.dumps(challenges))
-    (tmp_path / "solutions.json").write_bytes(orjson.dumps(solutions))
-    return tmp_path / "challenges.json", tmp_path / "solutions.json"
+from tests.helpers import call_main, run_cli, start_cli
+from tests.helpers import write_kaggle_files as write_challenges
 
 
 def make_submission(*args, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("KAGGLE_KERNEL_RUN_TYPE", None)
-    return subprocess.Popen([sys.executable, "make_submission.py", "--quiet", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return start_cli(["make_submission.py", "--quiet", *args], **kwargs)
 
 
 def assert_valid(path, challenges):
     validate_submission(orjson.loads(Path(path).read_bytes()), load_kaggle(challenges))
 
 
+@pytest.mark.cli
 def test_a_one_second_budget_still_writes_a_valid_file(tmp_path):
     challenges, _ = write_challenges(tmp_path, load_bundled("arc-agi-2", "eval")[:5])
     out = tmp_path / "submission.json"
@@ -44,6 +35,7 @@ def test_a_one_second_budget_still_writes_a_valid_file(tmp_path):
     assert_valid(out, challenges)
 
 
+@pytest.mark.cli
 def test_time_limit_is_honoured(tmp_path):
     challenges, _ = write_challenges(tmp_path, load_bundled("arc-agi-2", "eval")[:40])
     out = tmp_path / "submission.json"
@@ -57,6 +49,7 @@ def test_time_limit_is_honoured(tmp_path):
     assert "left with fallback attempts" in stdout
 
 
+@pytest.mark.cli
 def test_a_kill_mid_run_leaves_a_valid_file(tmp_path):
     challenges, _ = write_challenges(tmp_path, synthetic_tasks(30, seed=3))
     out = tmp_path / "submission.json"
@@ -71,19 +64,34 @@ def test_a_kill_mid_run_leaves_a_valid_file(tmp_path):
     assert_valid(out, challenges)
 
 
-def test_bad_input_is_one_line_and_leaves_the_old_file(tmp_path):
+# The command's early errors, checked through its ``main`` (fast) and as a command in a subprocess.
+HOW = ["main", pytest.param("command", marks=pytest.mark.cli)]
+
+
+def run(how: str, capsys, *args) -> tuple[int, str]:
+    """make_submission with ``args``: (exit code, stderr)."""
+    if how == "main":
+        code, _, stderr = call_main(command.main, capsys, "--quiet", *args)
+        return code, stderr
+    process = make_submission(*args)
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_bad_input_is_one_line_and_leaves_the_old_file(tmp_path, capsys, how):
     out = tmp_path / "submission.json"
     out.write_text('{"old": "file"}')
     bad = tmp_path / "challenges.json"
     bad.write_bytes(orjson.dumps({"t1": {"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": [{"input": [[1]]}]}}))
-    process = make_submission("--challenges", bad, "--out", out)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0 and "Traceback" not in stderr
+    code, stderr = run(how, capsys, "--challenges", bad, "--out", out)
+    assert code == 2 and "Traceback" not in stderr
     assert stderr.strip().count("\n") == 0 and "task t1" in stderr and "ragged" in stderr
     assert out.read_text() == '{"old": "file"}'
 
 
 @pytest.mark.slow
+@pytest.mark.cli
 def test_one_and_two_workers_agree(tmp_path):
     challenges, _ = write_challenges(tmp_path, synthetic_tasks(4, seed=5))
     outputs = []
@@ -97,6 +105,7 @@ def test_one_and_two_workers_agree(tmp_path):
     assert outputs[0] == outputs[1]
 
 
+@pytest.mark.cli
 def test_max_side_selects_the_small_tasks_and_evaluate_scores_the_same(tmp_path):
     out = tmp_path / "submission.json"
     process = make_submission("--dataset", "arc-agi-1", "--split", "eval", "--max-side", 8, "--limit", 3,
@@ -106,15 +115,15 @@ def test_max_side_selects_the_small_tasks_and_evaluate_scores_the_same(tmp_path)
     assert stdout.splitlines()[1].startswith("3 tasks,")
     chosen = [t for t in load_bundled("arc-agi-1", "eval") if t.max_side <= 8][:3]
     assert sorted(orjson.loads(out.read_bytes())) == sorted(t.id for t in chosen)
-    scored = subprocess.run([sys.executable, "evaluate.py", str(out), "--dataset", "arc-agi-1", "--max-side", "8",
-                             "--limit", "3", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    scored = run_cli(["evaluate.py", out, "--dataset", "arc-agi-1", "--max-side", "8", "--limit", "3", "--json"],
+                     timeout=60)
     assert scored.returncode == 0, scored.stderr
     assert [t["task_id"] for t in orjson.loads(scored.stdout)["per_task"]] == [t.id for t in chosen]
-    everything = subprocess.run([sys.executable, "evaluate.py", str(out), "--dataset", "arc-agi-1", "--max-side", "8"],
-                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+    everything = run_cli(["evaluate.py", out, "--dataset", "arc-agi-1", "--max-side", "8"], timeout=60)
     assert everything.returncode == 2 and "is missing from the submission (18 tasks missing in all)" in everything.stderr
 
 
+@pytest.mark.cli
 def test_a_task_alone_on_two_workers_gets_no_more_than_the_time_left(tmp_path):
     """The time-driven cpu preset spends its whole share: a share larger than the time left would be
     killed at the deadline."""
@@ -126,21 +135,22 @@ def test_a_task_alone_on_two_workers_gets_no_more_than_the_time_left(tmp_path):
     assert "1 tasks predicted, 0 left with fallback attempts" in stdout
 
 
-def test_a_max_side_no_task_fits_is_one_line(tmp_path):
-    process = make_submission("--dataset", "arc-agi-2", "--max-side", 3, "--out", tmp_path / "s.json")
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2 and stderr.strip() == "error: no task fits 3 x 3"
+@pytest.mark.parametrize("how", HOW)
+def test_a_max_side_no_task_fits_is_one_line(tmp_path, capsys, how):
+    code, stderr = run(how, capsys, "--dataset", "arc-agi-2", "--max-side", 3, "--out", tmp_path / "s.json")
+    assert code == 2 and stderr.strip() == "error: no task fits 3 x 3"
     assert not (tmp_path / "s.json").exists()
 
 
-def test_a_checkpoint_that_is_not_an_export_is_one_line(tmp_path):
+@pytest.mark.parametrize("how", HOW)
+def test_a_checkpoint_that_is_not_an_export_is_one_line(tmp_path, capsys, how):
     challenges, _ = write_challenges(tmp_path, synthetic_tasks(2, seed=3))
-    process = make_submission("--challenges", challenges, "--out", tmp_path / "s.json", "--checkpoint", tmp_path)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2 and "Traceback" not in stderr
+    code, stderr = run(how, capsys, "--challenges", challenges, "--out", tmp_path / "s.json", "--checkpoint", tmp_path)
+    assert code == 2 and "Traceback" not in stderr
     assert stderr.strip().count("\n") == 0 and "model.json" in stderr
 
 
+@pytest.mark.cli
 def test_joint_fine_tuning_of_shards_predicts_every_task(tmp_path):
     challenges, _ = write_challenges(tmp_path, synthetic_tasks(4, seed=7))
     out = tmp_path / "submission.json"

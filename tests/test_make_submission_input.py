@@ -2,8 +2,6 @@
 existing output file left as it was; and the summary of tasks that failed."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -19,18 +17,14 @@ from pretrain.model import build_model
 from submission.finetune import TaskOutcome
 from submission.runner import RunSummary
 from submission.writer import read_submission, validate_submission
+from tests.helpers import call_main, run_cli, write_kaggle_files
 
-ROOT = Path(__file__).resolve().parents[1]
 OLD = b'{"old": "file"}'
 
 
 @pytest.fixture
 def challenges(tmp_path) -> Path:
-    tasks = synthetic_tasks(3, seed=4)
-    path = tmp_path / "challenges.json"
-    path.write_bytes(orjson.dumps({t.id: {"train": t.to_json()["train"],
-                                          "test": [{"input": g.tolist()} for g in t.test_inputs]} for t in tasks}))
-    return path
+    return write_kaggle_files(tmp_path, synthetic_tasks(3, seed=4))[0]
 
 
 @pytest.fixture
@@ -48,9 +42,7 @@ def exported(tmp_path_factory) -> Path:
 
 
 def run_main(capsys, *args) -> tuple[int, str, str]:
-    code = make_submission.main(["--quiet", *map(str, args)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return call_main(make_submission.main, capsys, "--quiet", *args)
 
 
 def assert_one_line(err: str, *fragments: str) -> None:
@@ -143,19 +135,22 @@ def test_a_missing_checkpoint_is_one_line(capsys, challenges, tmp_path, old_out)
     assert old_out.read_bytes() == OLD
 
 
-def test_truncated_weights_are_one_line_and_leave_the_output_as_it_was(challenges, tmp_path, old_out, exported):
+@pytest.mark.parametrize("how", ["main", pytest.param("command", marks=pytest.mark.cli)])
+def test_truncated_weights_are_one_line_and_leave_the_output_as_it_was(capsys, challenges, tmp_path, old_out, exported,
+                                                                       how):
     checkpoint = tmp_path / "truncated"
     checkpoint.mkdir()
     (checkpoint / "model.json").write_bytes((exported / "model.json").read_bytes())
     weights = (exported / "model.safetensors").read_bytes()
     (checkpoint / "model.safetensors").write_bytes(weights[:len(weights) // 2])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("KAGGLE_KERNEL_RUN_TYPE", None)
-    result = subprocess.run([sys.executable, "make_submission.py", "--quiet", "--challenges", str(challenges),
-                             "--out", str(old_out), "--checkpoint", str(checkpoint)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert_one_line(result.stderr, "model.safetensors", "cannot be read")
+    args = ["--challenges", challenges, "--out", old_out, "--checkpoint", checkpoint]
+    if how == "main":
+        code, _, err = run_main(capsys, *args)
+    else:
+        result = run_cli(["make_submission.py", "--quiet", *args], timeout=120)
+        code, err = result.returncode, result.stderr
+    assert code == 2
+    assert_one_line(err, "model.safetensors", "cannot be read")
     assert old_out.read_bytes() == OLD
 
 
@@ -187,11 +182,7 @@ def test_failed_tasks_are_counted_apart_with_their_notes(capsys, challenges, tmp
 
 
 def test_every_task_failed_exits_non_zero_with_a_valid_file(capsys, tmp_path, monkeypatch):
-    tasks = synthetic_tasks(25, seed=6)
-    challenges = tmp_path / "challenges.json"
-    challenges.write_bytes(orjson.dumps({t.id: {"train": t.to_json()["train"],
-                                                "test": [{"input": g.tolist()} for g in t.test_inputs]}
-                                         for t in tasks}))
+    challenges, _ = write_kaggle_files(tmp_path, synthetic_tasks(25, seed=6))
     fake_run(monkeypatch, lambda tasks: [outcome(t, f"failed: RuntimeError: number {i}") for i, t in enumerate(tasks)])
     out = tmp_path / "submission.json"
     code, stdout, err = run_main(capsys, "--challenges", challenges, "--out", out)

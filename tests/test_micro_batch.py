@@ -1,9 +1,6 @@
 """Micro-batching with gradient accumulation gives the full batch's step, and the micro-batch chooser."""
 
 import dataclasses
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +12,8 @@ from pretrain.distributed import World
 from pretrain.learner import Learner, OptimConfig, Slots, train_step
 from pretrain.memory import auto_micro_batch, largest_divisor_at_most, measure_bytes_per_sample
 from pretrain.model import build_model
+from tests.helpers import call_main, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = World(rank=0, size=1, local_rank=0, device=torch.device("cpu"))
 
 
@@ -124,25 +121,25 @@ def test_auto_on_a_cpu_is_the_whole_batch():
     assert learner.micro_batch_size(10, 8) == 3 and learner.micro_batch_size(10, 2) == 2
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("micro", ["2", "auto"])
 def test_cli_trains_with_micro_batches(tmp_path, micro):
-    result = subprocess.run(
-        [sys.executable, "-m", "pretrain", "--preset", "tiny", "--global-batch", "8", "--micro-batch", micro,
-         "--steps", "2", "--device", "cpu", "--eval-every", "0", "--checkpoint-every", "2",
-         "--train-sources", "synthetic:8/0", "--held-out-sources", "synthetic:2/1", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **_env()})
+    result = run_cli(["-m", "pretrain", "--preset", "tiny", "--global-batch", "8", "--micro-batch", micro,
+                      "--steps", "2", "--device", "cpu", "--eval-every", "0", "--checkpoint-every", "2",
+                      "--train-sources", "synthetic:8/0", "--held-out-sources", "synthetic:2/1", "--out", tmp_path])
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "checkpoint.pt").exists()
     if micro == "2":
         assert "micro-batches of 2 (local batch 8" in result.stdout
 
 
-def test_cli_rejects_a_bad_micro_batch(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pretrain", "--micro-batch", "-3", "--dry-run"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120, env=_env())
-    assert result.returncode == 2 and "--micro-batch" in result.stderr
-
-
-def _env():
-    import os
-    return dict(os.environ)
+@pytest.mark.parametrize("how", ["main", pytest.param("command", marks=pytest.mark.cli)])
+def test_cli_rejects_a_bad_micro_batch(capsys, how):
+    args = ["--micro-batch", "-3", "--dry-run"]
+    if how == "main":
+        from pretrain.__main__ import main
+        code, _, err = call_main(main, capsys, *args)
+    else:
+        result = run_cli(["-m", "pretrain", *args], timeout=120)
+        code, err = result.returncode, result.stderr
+    assert code == 2 and "--micro-batch" in err

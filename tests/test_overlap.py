@@ -1,10 +1,5 @@
 """Task selection by size, source filters, and the guard that keeps evaluated tasks out of pretraining."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import orjson
 import pytest
@@ -16,8 +11,7 @@ from arc_data.synthetic import synthetic_tasks
 from arc_data.tasks import Task, fits, select
 from augment.augmentation import Augmentation
 from pretrain.data import DataConfig, PuzzleCatalogue
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import call_main, run_cli
 
 
 @pytest.mark.parametrize("split, side, tasks, outputs", [
@@ -167,11 +161,15 @@ def test_small_arc_preset_pretrains_on_training_tasks_only():
     assert len(held_out) == 20 and len(train) == 198
 
 
-def test_the_cli_refuses_a_leaking_source_in_one_line(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "pretrain", "--preset", "tiny", "--device", "cpu", "--steps", "1",
-                             "--train-sources", "bundled:arc-agi-2/train,max-side=6", "--held-out-sources",
-                             "--evaluated-sources", "bundled:arc-agi-1/eval", "--out", str(tmp_path / "run")],
-                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and "overlaps the evaluated tasks" in result.stderr
+@pytest.mark.parametrize("how", ["main", pytest.param("command", marks=pytest.mark.cli)])
+def test_the_cli_refuses_a_leaking_source_in_one_line(tmp_path, capsys, how):
+    args = ["--preset", "tiny", "--device", "cpu", "--steps", "1", "--train-sources", "bundled:arc-agi-2/train,max-side=6",
+            "--held-out-sources", "--evaluated-sources", "bundled:arc-agi-1/eval", "--out", tmp_path / "run"]
+    if how == "main":
+        from pretrain.__main__ import main
+        code, _, err = call_main(main, capsys, *args)
+    else:
+        result = run_cli(["-m", "pretrain", *args], timeout=120)
+        code, err = result.returncode, result.stderr
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "overlaps the evaluated tasks" in err

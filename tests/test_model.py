@@ -21,33 +21,41 @@ HEADS = 12 * 512 + 512 * 12 + (512 * 2 + 2)  # token embedding + lm_head + q_hea
 # 916x5120 + 2560x916 replaces the attention, and the channel SwiGLU 512x3072 + 1536x512 stays.
 MLP_BLOCK = 916 * 5120 + 2560 * 916 + 512 * 3072 + 1536 * 512
 EXPECTED = {
-    "trm_arc1": 6_829_058,
-    "trm_arc2": 6_829_058,
-    "trm_mlp_arc1": 18_801_666,
+    "trm-att": 6_829_058,
+    "trm-mlp": 18_801_666,
     # HRM: 4 L blocks + 4 H blocks of the same attention block, the same embedding and heads; the
     # initial states are buffers. 8 * 3,407,872 + 13,314 = 27,276,290, the reference's "about" figure.
-    "hrm_arc1": 27_276_290,
+    "hrm": 27_276_290,
     # tiny: hidden 64, SwiGLU inner 192: block 64x192 + 64x64 + 64x384 + 192x64 = 53,248; x2, plus
     # embedding 12x64, lm_head 64x12, q_head 64x2+2.
     "tiny": 2 * 53_248 + 768 + 768 + 130,
-    "cpu_small": 2 * 53_248 + 768 + 768 + 130,  # the tiny network's shapes; canvas, RoPE and steps differ
+    "cpu-small": 2 * 53_248 + 768 + 768 + 130,  # the tiny network's shapes; canvas, RoPE and steps differ
 }
 
 
-def test_derived_counts_agree_with_the_design():
-    assert 2 * ATT_BLOCK + HEADS == EXPECTED["trm_arc1"]
-    assert 2 * MLP_BLOCK + HEADS == EXPECTED["trm_mlp_arc1"]
-    assert 8 * ATT_BLOCK + HEADS == EXPECTED["hrm_arc1"]
-    assert swiglu_inner(512) == 1536 and swiglu_inner(916) == 2560
+# name -> (parameters per block, blocks): the paper-size networks, checked part by part
+BLOCKS = {"trm-att": (ATT_BLOCK, 2), "trm-mlp": (MLP_BLOCK, 2),
+          "hrm": (ATT_BLOCK, 8)}
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_PRESETS))
 def test_parameter_counts(name):
-    model = build_model(MODEL_PRESETS[name]())
+    with torch.device("meta"):  # shapes only: no time spent drawing 27M initial weights
+        model = build_model(MODEL_PRESETS[name]())
     assert count_parameters(model) == EXPECTED[name]
     # the initial states are buffers, not parameters
     names = {n for n, _ in model.named_parameters()}
     assert not any("init" in n for n in names)
+    if name in BLOCKS:  # the totals split as the design says: blocks plus embedding and heads
+        per_block, count = BLOCKS[name]
+        nets = (model.L_net, model.H_net) if name.startswith("hrm") else (model.net,)
+        assert [count_parameters(b) for net in nets for b in net.blocks] == [per_block] * count
+        heads = model.embed_tokens.numel() + count_parameters(model.lm_head) + count_parameters(model.q_head)
+        assert heads == HEADS
+
+
+def test_swiglu_inner_follows_the_reference_rule():
+    assert swiglu_inner(512) == 1536 and swiglu_inner(916) == 2560
 
 
 def test_config_round_trip_and_validation():

@@ -88,9 +88,8 @@ def small_arc() -> RunConfig:
     that fresh and pretrained compare at the same test-time cost. Export it and pass it as
     ``--checkpoint``; its run ships as make_submission's default start.
 
-    20,000 steps, the last 6,000 cooling the learning rate linearly to zero: two torchrun ranks of one
-    thread each ran about 2 steps/s on a quiet 2-core CPU, 186 minutes of training in all
-    (docs/BENCHMARKS.md). The cool-down took the loss from 0.65 to 0.49."""
+    20,000 steps, the last 6,000 cooling the learning rate linearly to zero, on two torchrun ranks of
+    one thread each; its time and curves are in docs/BENCHMARKS.md ("Pretraining on a CPU")."""
     return RunConfig(
         name="small-arc", model=model_presets.cpu_small(), data=small_arc_data(),
         optim=OptimConfig(global_batch=64, lr=1e-3, lr_warmup_steps=200, lr_cooldown_steps=6_000, ema_decay=0.999),

@@ -41,9 +41,8 @@ class FinetuneConfig:
     translate: bool = True  # random offsets of the demonstration pairs inside the canvas
     views: int = 1000  # augmented views predicted per test input (capped by num_aug and by time)
     inference_batch: int = 256
-    # "poe" (product of experts over views) or "vote" (TRM's rule). On small real ARC tasks vote did
-    # better (docs/BENCHMARKS.md: 32% vs 20% pass@2, 16 ARC-AGI-1 training tasks), on synthetic
-    # tasks poe (50% vs 25%, a smaller sample); the cpu and kaggle-nvarc presets vote.
+    # "poe" (product of experts over views) or "vote" (TRM's rule). Which wins depends on the tasks
+    # (docs/BENCHMARKS.md, "Tuning the `cpu` preset"); the cpu and kaggle-nvarc presets vote.
     selector: str = "poe"
     compare_selectors: bool = False  # also rank with every other selector (for measuring them)
     # torch.compile the network (compiled once per shape per worker, off the tasks' clocks); None: on CUDA
@@ -80,10 +79,8 @@ def cpu() -> FinetuneConfig:
     """A 2-core laptop without a GPU: each task fine-tunes for the whole time share it gets (the time
     limit is the knob), the learning rate decaying over that share; inference keeps what it needs.
 
-    Tuned on ARC-AGI-1 training tasks within 8x8 (docs/BENCHMARKS.md): 32 augmentations without
-    translation, batch 32, lr 1e-3 and the vote gave 32% pass@2 where 16 translated augmentations,
-    batch 16 and lr 3e-3 gave 9%. From the shipped pretrained network (make_submission's default start)
-    the same preset gives 36% pass@2 on the 21 ARC-AGI-1 evaluation tasks within 8x8, 17% fresh."""
+    Tuned on ARC-AGI-1 training tasks within 8x8: 32 augmentations without translation, batch 32,
+    lr 1e-3 and the vote. What it scores, from the shipped network and fresh, is in docs/BENCHMARKS.md."""
     return FinetuneConfig(num_aug=32, steps=None, embedding_steps=0, batch=32, lr=1e-3, puzzle_lr=1e-2,
                           warmup_steps=5, lr_schedule="cosine", translate=False, views=32, inference_batch=64,
                           selector="vote", max_task_seconds=600.0)

@@ -69,10 +69,6 @@ class Augmentation:
             raise ValueError(f"{key!r} is not an augmentation key like 'd3-0912345678'") from None
 
     @property
-    def is_identity(self) -> bool:
-        return self.dihedral == 0 and self.colours == IDENTITY_COLOURS
-
-    @property
     def colour_map(self) -> np.ndarray:
         return np.array(self.colours, dtype=np.uint8)
 

@@ -92,18 +92,6 @@ def pass_at(ranked: list, truths: tuple[np.ndarray, ...], ks: tuple[int, ...]) -
     return {k: float(np.mean([hit_at_k(r, t, k) for r, t in zip(ranked, truths)])) for k in ks}
 
 
-def evaluate_tasks(model: RecursiveModel, puzzles: PuzzleEmbedding, groups: list, num_views: int,
-                   canvas: int | None, batch_size: int, device: torch.device, selector: str = "vote",
-                   ks: tuple[int, ...] = (1, 2, 10, 100)) -> dict[str, float]:
-    """pass@k (per-task mean, the leaderboard's unit) over held-out task groups that have test outputs.
-
-    ``canvas`` None: every group at its own (bucketed) canvas."""
-    sums, tasks = pass_at_sums(model, puzzles, groups, num_views, canvas, batch_size, device, selector, ks)
-    if not tasks:
-        return {}
-    return {f"pass@{k}": total / tasks for k, total in zip(ks, sums)} | {"eval_tasks": tasks}
-
-
 def pass_at_sums(model: RecursiveModel, puzzles: PuzzleEmbedding, groups: list, num_views: int,
                  canvas: int | None, batch_size: int, device: torch.device, selector: str = "vote",
                  ks: tuple[int, ...] = (1, 2, 10, 100)) -> tuple[list[float], int]:

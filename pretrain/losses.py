@@ -1,4 +1,6 @@
-"""Losses for deep supervision with adaptive halting (DESIGN section 2).
+"""Losses for deep supervision with adaptive halting, as the official TRM/HRM code computes them: every
+supervision step is trained on its own (stablemax cross-entropy of its answer, plus 0.5 x a BCE that
+teaches the halting head whether that answer is exactly right).
 
 - ``stablemax_cross_entropy``: per-sequence mean of the stablemax cross-entropy over non-PAD labels,
   computed in float64.

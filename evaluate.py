@@ -106,7 +106,7 @@ def write_report_for(args: argparse.Namespace, score: Score) -> int:
 
     try:
         index = write_report(report_tasks(args), read_submission(args.submission), score, args.report,
-                             args.report_limit)
+                             limit=args.report_limit)
     except (ArcDataError, SubmissionError, OSError) as error:
         print(f"error: report: {error}", file=sys.stderr)
         return BAD_INPUT

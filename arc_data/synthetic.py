@@ -30,7 +30,7 @@ def _rule(family: str, rng: np.random.Generator):
     raise ValueError(f"unknown synthetic family {family!r}")
 
 
-def synthetic_tasks(count: int, seed: int = 0, max_side: int = 5, pairs: int = 3, tests: int = 1,
+def synthetic_tasks(count: int, seed: int = 0, *, max_side: int = 5, pairs: int = 3, tests: int = 1,
                     families: tuple[str, ...] = FAMILIES) -> list[Task]:
     """``count`` tasks cycling through ``families``; grids are 2..max_side a side (tiles double that)."""
     tasks = []

@@ -88,7 +88,7 @@ class PuzzleCatalogue:
     A pair's input is grid ``2k`` of the pool and its output grid ``2k + 1``.
     """
 
-    def __init__(self, train_tasks: list[Task], held_out_tasks: list[Task], num_aug: int, seed: int,
+    def __init__(self, train_tasks: list[Task], held_out_tasks: list[Task], num_aug: int, seed: int, *,
                  canvas: int = 30, bucket_canvas: bool = False):
         self.groups: list[TaskGroup] = []
         grids: list[np.ndarray] = []
@@ -118,7 +118,7 @@ class PuzzleCatalogue:
             evaluated = [t for s in config.evaluated_sources for t in load_source(s)]
             refuse_overlap(train + held_out, evaluated, config.evaluated_sources)
         return cls([t for _, ts in train for t in ts], [t for _, ts in held_out for t in ts], config.num_aug,
-                   config.seed, config.canvas, config.bucket_canvas)
+                   config.seed, canvas=config.canvas, bucket_canvas=config.bucket_canvas)
 
     def canvases(self) -> list[int]:
         """The distinct canvas sides of the groups, smallest first."""

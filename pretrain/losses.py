@@ -131,7 +131,7 @@ def act_metrics(terms: StepTerms, halted: Tensor, steps: Tensor) -> dict[str, Te
 
 
 def act_loss(logits: Tensor, labels: Tensor, q_logits: Tensor, halted: Tensor, steps: Tensor,
-             global_batch_size: int, target_q_continue: Tensor | None = None,
+             global_batch_size: int, *, target_q_continue: Tensor | None = None,
              ignore_index: int = PAD) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one supervision step and metric sums.
 

@@ -44,7 +44,7 @@ def draw_task(task: Task, entries: Sequence[Mapping[str, list[list[int]]]], path
     cells = figure.add_gridspec(rows, COLUMNS, left=0.03, right=0.97, bottom=0.02,
                                 top=1 - TITLE_INCHES / height, hspace=0.3, wspace=0.15)
 
-    def panel(row: int, column: int, grid: np.ndarray, title: str, colour: str = "black") -> None:
+    def panel(row: int, column: int, grid: np.ndarray, title: str, *, colour: str = "black") -> None:
         _draw_grid(figure.add_subplot(cells[row, column]), grid, title, colour)
 
     for row, (grid_in, grid_out) in enumerate(task.train):
@@ -60,7 +60,7 @@ def draw_task(task: Task, entries: Sequence[Mapping[str, list[list[int]]]], path
                 panel(row, column, attempt, key)
             else:
                 hit = np.array_equal(attempt, truth)
-                panel(row, column, attempt, f"{key}: {'hit' if hit else 'miss'}", HIT if hit else MISS)
+                panel(row, column, attempt, f"{key}: {'hit' if hit else 'miss'}", colour=HIT if hit else MISS)
         if truth is not None:
             panel(row, COLUMNS - 1, truth, "truth")
     figure.suptitle(task.id, y=1 - 0.15 * TITLE_INCHES / height)
@@ -78,7 +78,7 @@ def _draw_grid(ax, grid: np.ndarray, title: str, colour: str) -> None:
     ax.set_title(f"{title} ({grid.shape[0]}\u00d7{grid.shape[1]})", fontsize=9, color=colour)
 
 
-def write_report(tasks: Sequence[Task], submission: Mapping[str, list], score: Score, out_dir: Path | str,
+def write_report(tasks: Sequence[Task], submission: Mapping[str, list], score: Score, out_dir: Path | str, *,
                  limit: int = DEFAULT_LIMIT) -> Path:
     """Draw the ``limit`` worst-scoring tasks of ``score`` into ``out_dir``, then write its ``index.html``.
 

@@ -1,371 +1,521 @@
-"""Everything a GPU session should measure, in one command: ``python -m bench.gpu DIR``.
+"""The GPU check that fits one 10-minute command: ``python -m bench.gpu DIR [--minutes 8]``.
 
-Writes ``DIR/report.json`` (every row with its numbers) and ``DIR/report.md`` (one table), rewritten
-after every row so a session cut short keeps what it measured. Parts, each well under 10 minutes
-on an H100 at size "full" (about 25 minutes in all):
+Measures, in order of value, what a GPU session should record, and ends within ``--minutes``
+(plus at most 30 s) on any machine:
 
-1. training at the paper preset (trm-arc1, global batch 768 in micro-batches that fit, chosen by
-   ``pretrain.memory``), canvas 30, eager and compiled: sample-steps/s, MFU, peak memory;
-2. training with canvas bucketing (rope2d, canvases 8..30), eager and compiled, per canvas and
-   weighted by ARC-AGI-1's training pairs per canvas (as ``--bucket-canvas`` draws its steps);
-3. bytes saved for backward per sample, per canvas (device-independent; ``pretrain.memory``);
-4. the puzzle table's bytes on the device for ARC-AGI-1's ids, device against host storage;
-5. test-time fine-tuning and inference through ``submission.finetune.solve_task`` at a submission
-   preset (``kaggle-4xl4`` by default) on real ARC-AGI-2 evaluation tasks, with a paper-size network
-   (fresh weights: time does not depend on them); compilation happens in an untimed warm-up per canvas;
-6. the projection to Kaggle's 240 hidden tasks on 4 L4s (``pretrain.hardware.kaggle_projection``).
+1. the environment: GPU, driver, torch, CUDA, free memory;
+2. the paper network (``trm-arc1``, canvas 30, bf16, compiled, global batch 768 in micro-batches
+   chosen by ``auto``): sample-steps/s, MFU, peak memory, the first step's seconds (the compile)
+   and the micro-batch chosen;
+3. the scored path: the Kaggle rerun preset ``kaggle-nvarc`` on ``--tasks`` real ARC-AGI-2
+   evaluation tasks fine-tuned as ONE joint shard (``submission.finetune.solve_shard``) by an
+   ARC-size network at canvas 30 (the official ARC-size fixture when ``../shared/fixtures/official``
+   is there, else a fresh network of the same shapes: time does not depend on the weights), split
+   into compile and warm-up, fine-tuning and prediction, with peak memory and the projection to
+   240 tasks on 4 L4s (``pretrain.hardware.kaggle_projection``);
+4. with the time left: eager against compiled, canvas bucketing, the other network presets, the
+   puzzle table's bytes on the device.
 
-Without CUDA the same command measures what a CPU can, at reduced size (bytes per sample of the
-paper network in bf16, tiny-preset training, one task of fine-tuning at the ``cpu`` preset), and
-lists every GPU row as ``unmeasured``. Each part keeps to a time budget: what does not fit is
-listed as ``skipped``. A part that fails is listed as ``failed`` with its error, and the others run.
+Every row goes to ``DIR/report.jsonl`` (one JSON object per line, appended and flushed) and
+``DIR/report.md`` (one table, rewritten atomically) the moment it is measured, so a run that is
+killed keeps what it measured. Before each row the time left is checked: a row that cannot fit
+says ``skipped: out of time``. Should a step overrun anyway (a compile slower than expected), a
+watchdog records ``stopped: out of time`` 20 s past the budget and ends the process.
+
+Without CUDA the same command runs reduced (the tiny preset, a few fine-tuning steps of a small
+network on the smallest tasks, about a minute) and marks every GPU row ``unmeasured (no GPU)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import platform
-import sys
 import time
-import traceback
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
-import numpy as np
-import torch
+STARTED = time.perf_counter()  # the budget counts the imports below too: torch alone takes seconds
 
-from arc_data.sources import load_bundled
-from bench.common import device_name
-from bench.train import bench_one
-from pretrain.config import MODEL_PRESETS, trm_arc2
-from pretrain.data import CANVAS_BUCKETS, PuzzleCatalogue
-from pretrain.distributed import World, default_dtype
-from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_hours, l4_ratios
-from pretrain.memory import measure_bytes_per_sample
-from pretrain.model import build_model
-from pretrain.presets import ARC1, PRESETS
-from pretrain.puzzle_embedding import PuzzleEmbedding
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-# The issue's throughput targets on one H100 at the paper preset.
-TARGET_CANVAS_30 = 800.0  # sample-steps/s, compiled, canvas 30 (2x the reference's ~384)
-TARGET_CANVAS_16_FACTOR = 3.0  # canvas 16 with bucketing: at least 3x the canvas-30 target
+import torch  # noqa: E402
+
+from arc_data.sources import load_bundled  # noqa: E402
+from arc_data.tasks import Task  # noqa: E402
+from bench.common import device_name, gib, peak_memory, reset_peak_memory  # noqa: E402
+from bench.train import bench_one  # noqa: E402
+from pretrain.config import MODEL_PRESETS  # noqa: E402
+from pretrain.distributed import World, default_dtype, setup_world, teardown_world  # noqa: E402
+from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, GpuSpec, gpu_spec, kaggle_projection  # noqa: E402
+from pretrain.presets import RUN_PRESETS  # noqa: E402
+from submission.config import FINETUNE_PRESETS, FinetuneConfig, fresh_model_config  # noqa: E402
+from submission.finetune import TaskOutcome, free_memory, solve_shard  # noqa: E402
+from submission.network import Network  # noqa: E402
+
+MEASURED = "measured"
+NO_GPU = "unmeasured (no GPU)"
+OUT_OF_TIME = "skipped: out of time"
+STOPPED = "stopped: out of time"
+
+WATCHDOG_GRACE_S = 20.0  # past the budget, the watchdog ends the run (the promise is 30 s)
+STOPPED_EXIT = 3  # the exit status of a run the watchdog ended
+
+# Seconds a row needs at least, or it is skipped: a compile of the paper network's step takes about
+# a minute on an H100; the CPU rows run the tiny preset and a small network.
+NEEDS_GPU = {"environment": 1.0, "paper": 120.0, "scored": 150.0, "eager": 60.0, "compiled extra": 90.0,
+             "puzzle table": 15.0}
+NEEDS_CPU = {"environment": 1.0, "paper": 15.0, "scored": 20.0}
+
+ARC1_PUZZLE_IDS = 730_082  # rows of ARC-AGI-1's puzzle table at 1000 augmentations (docs/BENCHMARKS.md)
+PAPER_STEPS, PAPER_WARMUP = 5, 2  # timed and untimed steps of a training row on a GPU
+CPU_STEPS, CPU_BATCH = 3, 16  # the tiny preset on a CPU: a few seconds even on a busy machine
+TARGET_CANVAS_30 = 800.0  # sample-steps/s, compiled, canvas 30: 2x the reference's ~384 on one H100
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared/fixtures/official/trm-att-arc/step_1234"
 
 
-@dataclass(frozen=True)
-class Size:
-    train_steps: int  # timed training steps per configuration
-    train_warmup: int  # untimed steps first (compilation included)
-    bucket_canvases: tuple[int, ...]
-    finetune_tasks: int  # real ARC-AGI-2 tasks solved at the fine-tuning preset
-    part_budget_s: float  # a part stops adding configurations past this many seconds
-    bytes_model: str  # network whose saved bytes per sample are counted
-    bytes_canvases: tuple[int, ...]
-    cpu_train_steps: int
-    cpu_finetune_steps: int | None  # None: the cpu preset's
-
-
-SIZES = {
-    "full": Size(5, 2, CANVAS_BUCKETS, 3, 480.0, "trm_arc1", CANVAS_BUCKETS, 10, None),
-    "reduced": Size(3, 1, CANVAS_BUCKETS, 2, 240.0, "trm_arc1", (8,), 5, None),
-    "smoke": Size(1, 0, (8, 12), 1, 60.0, "tiny", (8,), 1, 2),
-}
+# ---------------------------------------------------------------------------------------------
+# The report: every row on disk the moment it is made
 
 
 @dataclass
 class Report:
     out_dir: Path
-    world: World
-    size_name: str
-    rows: list[dict] = dataclasses.field(default_factory=list)
+    title: str  # the markdown's heading: the device and the budget
+    started: float = STARTED  # perf_counter time each row's at_s counts from
+    rows: list[dict] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the watchdog writes too
 
-    def add(self, part: str, name: str, status: str, result: str = "", note: str = "", **data) -> dict:
-        row = {"part": part, "name": name, "status": status, "result": result, "note": note, "data": data}
-        self.rows.append(row)
-        print(f"[{part}] {name}: {status} {result} {note}".rstrip(), file=sys.stderr, flush=True)
-        self.write()
+    def __post_init__(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "report.jsonl").write_text("")  # a rerun into the same folder starts afresh
+        self._write_markdown()
+
+    def add(self, section: str, name: str, status: str, result: str = "", note: str = "", **data) -> dict:
+        row = {"section": section, "name": name, "status": status, "result": result, "note": note,
+               "at_s": round(time.perf_counter() - self.started, 1), "data": data}
+        with self.lock:
+            self.rows.append(row)
+            with open(self.out_dir / "report.jsonl", "a") as out:
+                out.write(json.dumps(row, default=str) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            self._write_markdown()
+        print(f"[{row['at_s']:6.1f} s] {section}: {name}: {status} {result} {note}".rstrip(), file=sys.stderr,
+              flush=True)
         return row
 
-    def write(self) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        device = self.world.device
-        spec = gpu_spec(device)
-        header = {"device": device_name(device), "gpu_spec": dataclasses.asdict(spec) if spec else None,
-                  "torch": torch.__version__, "cuda": torch.version.cuda, "size": self.size_name,
-                  "cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                  "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
-        _write_atomic(self.out_dir / "report.json", json.dumps({**header, "rows": self.rows}, indent=2) + "\n")
-        _write_atomic(self.out_dir / "report.md", markdown(header, self.rows))
+    def _write_markdown(self) -> None:
+        lines = [f"# {self.title}", "", "Written by `python -m bench.gpu DIR`; the numbers are in `report.jsonl`.",
+                 "", "| section | row | status | result | note |", "| --- | --- | --- | --- | --- |"]
+        for row in self.rows:
+            cells = [row["section"], row["name"], row["status"], row["result"], row["note"]]
+            lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        path = self.out_dir / "report.md"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)  # a reader never sees half a table
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+@dataclass
+class Check:
+    """One run's state: where rows go, the device, and the clock."""
+
+    report: Report
+    world: World
+    end: float  # perf_counter time by which the run should be done
+    tasks: int  # ARC-AGI-2 evaluation tasks in the scored shard (GPU)
+    section: str = "environment"  # the section in progress, for the watchdog's row
+
+    @property
+    def device(self) -> torch.device:
+        return self.world.device
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+    def fits(self, name: str, need: str) -> bool:
+        """Whether the row ``name`` fits the time left; if not it is recorded as skipped."""
+        seconds = (NEEDS_GPU if self.on_gpu else NEEDS_CPU)[need]
+        if self.left() >= seconds:
+            return True
+        self.report.add(self.section, name, OUT_OF_TIME, note=f"{max(0.0, self.left()):.1f} s left, "
+                        f"needs about {seconds:.0f} s")
+        return False
 
 
-def markdown(header: dict, rows: list[dict]) -> str:
-    lines = [f"# GPU report: {header['device']}", "",
-             f"torch {header['torch']}, CUDA {header['cuda']}, size `{header['size']}`, "
-             f"1-minute load average {header['load_average_1m']}. Written by "
-             "`python -m bench.gpu DIR`; numbers in `report.json`.", "",
-             "| part | configuration | status | result | note |", "| --- | --- | --- | --- | --- |"]
-    for row in rows:
-        cells = [row["part"], row["name"], row["status"], row["result"], row["note"]]
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+def start_watchdog(check: Check, hard_end: float) -> threading.Timer:
+    """End the process at ``hard_end`` (perf_counter time) whatever it is doing, once the section in
+    progress is recorded as stopped: what was measured is already on disk."""
+    def stop() -> None:
+        check.report.add(check.section, "(in progress)", STOPPED,
+                         note=f"{WATCHDOG_GRACE_S:.0f} s past the budget; the rest was not measured")
+        os._exit(STOPPED_EXIT)
+
+    timer = threading.Timer(max(0.0, hard_end - time.perf_counter()), stop)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
-def _part(report: Report, part: str, run: Callable[[], None]) -> None:
-    """Run one part; a failure is recorded as a row (with its error) and the report goes on."""
+def run_section(check: Check, section: str, body) -> None:
+    """One section; an error is recorded as a row (and printed) and the next section runs."""
+    check.section = section
     try:
-        run()
+        body(check)
     except Exception as error:  # recorded in the report and printed, not swallowed
         traceback.print_exc()
-        report.add(part, "(part)", "failed", note=f"{type(error).__name__}: {error}")
+        check.report.add(section, "(section)", f"failed: {type(error).__name__}: {error}")
     finally:
-        if report.world.device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(check.device)
 
 
 # ---------------------------------------------------------------------------------------------
-# Rows
+# 1. The environment
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+def driver_version() -> str | None:
+    """The NVIDIA driver's version from nvidia-smi (torch does not report it); None without it."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def environment(check: Check) -> None:
+    if not check.fits("environment", "environment"):
+        return
+    device = check.device
+    data = {"device": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "cpu_threads": torch.get_num_threads(),
+            "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    if check.on_gpu:
+        free, total = torch.cuda.mem_get_info(device)
+        properties = torch.cuda.get_device_properties(device)
+        spec = gpu_spec(device)
+        data |= {"driver": driver_version(), "cudnn": torch.backends.cudnn.version(), "free_bytes": free,
+                 "total_bytes": total, "multiprocessors": properties.multi_processor_count,
+                 "capability": f"{properties.major}.{properties.minor}", "bf16": torch.cuda.is_bf16_supported(),
+                 "gpu_spec": dataclasses.asdict(spec) if spec else None}
+        result = (f"{data['device']}, driver {data['driver']}, torch {data['torch']}, CUDA {data['cuda']}, "
+                  f"{gib(free)} free of {gib(total)}")
+        note = "" if spec else "GPU not in pretrain.hardware: no MFU, no projection"
+    else:
+        result, note = f"{data['device']}, torch {data['torch']}, no CUDA", "GPU rows below: unmeasured"
+    check.report.add("environment", "machine", MEASURED, result, note, **data)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The paper network
 
 
 def _training_result(row: dict) -> str:
     mfu = f", MFU {100 * row['mfu']:.1f}%" if row["mfu"] is not None else ""
-    return (f"{row['sample_steps_per_s']:,.1f} sample-steps/s{mfu}, peak {_gib(row['peak_memory_bytes'])}, "
-            f"micro-batch {row['micro_batch']} of {row['batch']}, warm-up {row['warmup_s']:.0f} s")
+    first = "first step (compile)" if row["compile"] else "first step"
+    return (f"{row['sample_steps_per_s']:,.1f} sample-steps/s{mfu}, peak {gib(row['peak_memory_bytes'])}, "
+            f"micro-batch {row['micro_batch']} of {row['batch']}, {first} {row['first_step_s']:.1f} s")
 
 
-def arc1_catalogue() -> PuzzleCatalogue:
-    """ARC-AGI-1's training data as the paper presets use it, bucketed (ids and pairs per canvas)."""
-    return PuzzleCatalogue.from_config(dataclasses.replace(ARC1, bucket_canvas=True))
+def train_row(check: Check, preset: str, *, canvas: int = 30, compile: bool = True, rope2d: bool = False,
+              reserve: float = 0.0) -> dict:
+    """One training row of ``preset`` on the GPU at the report's size; its timed steps stop
+    ``reserve`` seconds before the budget ends."""
+    run = RUN_PRESETS[preset]()
+    # A bucketed canvas runs the same network (sized for 30) on shorter sequences, as training does.
+    config = run.model.replace(pos_encoding="rope2d") if rope2d else run.model
+    spec = gpu_spec(check.device)
+    return bench_one(run, config, canvas, run.optim.global_batch, compile=compile, steps=PAPER_STEPS,
+                     warmup=PAPER_WARMUP, world=check.world, dtype=default_dtype(check.device),
+                     puzzle_ids=ARC1_PUZZLE_IDS, peak_tflops=spec.bf16_tflops if spec else None,
+                     deadline=check.end - reserve)
 
 
-def training_rows(report: Report, size: Size, catalogue: PuzzleCatalogue) -> None:
-    """Parts 1 and 2 (GPU): the paper preset at canvas 30 and bucketed, eager and compiled."""
-    world, dtype = report.world, default_dtype(report.world.device)
-    spec = gpu_spec(world.device)
-    peak = spec.bf16_tflops if spec else None
-    run = PRESETS["trm-arc1"]()
-    batch = run.optim.global_batch
-    for compiled in (False, True):
-        mode = "compiled" if compiled else "eager"
-
-        def canvas_30(compiled=compiled, mode=mode):
-            row = bench_one(run, run.model, 30, batch, compile=compiled, steps=size.train_steps,
-                            warmup=size.train_warmup, world=world, dtype=dtype, puzzle_ids=catalogue.num_ids,
-                            peak_tflops=peak)
-            note = ""
-            if compiled:
-                note = f"target >= {TARGET_CANVAS_30:.0f}: {'met' if row['sample_steps_per_s'] >= TARGET_CANVAS_30 else 'not met'}"
-            report.add("training", f"trm-arc1, canvas 30, rope1d, {mode}", "measured", _training_result(row), note,
-                       **row)
-
-        _part(report, "training", canvas_30)
-    pairs = {c: sum(len(g.pair_inputs) for g in catalogue.groups if g.canvas == c) for c in catalogue.canvases()}
-    config = run.model.replace(pos_encoding="rope2d")
-    for compiled in (False, True):
-        mode = "compiled" if compiled else "eager"
-        rates: dict[int, float] = {}
-
-        def bucketed(compiled=compiled, mode=mode, rates=rates):
-            start = time.perf_counter()
-            for canvas in size.bucket_canvases:
-                name = f"trm-arc1, canvas {canvas}, rope2d, {mode}"
-                if time.perf_counter() - start > size.part_budget_s:
-                    report.add("bucketing", name, "skipped", note=f"past the part's {size.part_budget_s:.0f} s budget")
-                    continue
-                row = bench_one(run, config, canvas, batch, compile=compiled, steps=size.train_steps,
-                                warmup=size.train_warmup, world=world, dtype=dtype, puzzle_ids=catalogue.num_ids,
-                                peak_tflops=peak)
-                rates[canvas] = row["sample_steps_per_s"]
-                note = ""
-                if compiled and canvas == 16:
-                    goal = TARGET_CANVAS_16_FACTOR * TARGET_CANVAS_30
-                    note = f"target >= {goal:.0f}: {'met' if rates[canvas] >= goal else 'not met'}"
-                report.add("bucketing", name, "measured", _training_result(row), note, **row)
-            weights = {c: pairs.get(c, 0) for c in rates}
-            if sum(weights.values()):
-                total = sum(weights.values())
-                mixed = total / sum(w / rates[c] for c, w in weights.items())  # time-weighted over the steps
-                report.add("bucketing", f"ARC-AGI-1 mix of canvases {sorted(rates)}, {mode}", "measured",
-                           f"{mixed:,.1f} sample-steps/s", "steps drawn in proportion to training pairs per canvas",
-                           sample_steps_per_s=mixed, pair_shares={c: w / total for c, w in weights.items()})
-
-        _part(report, "bucketing", bucketed)
+PAPER_ROW = "trm-arc1, canvas 30, bf16, compiled, micro-batch auto, global batch 768"
 
 
-def saved_bytes_rows(report: Report, size: Size) -> None:
-    """Part 3 (any device): bytes saved for backward per sample of one supervision step, bf16."""
-    def run():
-        config = MODEL_PRESETS[size.bytes_model]().replace(pos_encoding="rope2d", T=1)
-        device = report.world.device
-        for checkpointing in (False, True):
-            for canvas in size.bytes_canvases if not checkpointing else size.bytes_canvases[:1]:
-                model = build_model(config.replace(canvas=max(canvas, config.canvas)), dtype=torch.bfloat16,
-                                    device=device)
-                model.activation_checkpointing = checkpointing
-                cost = measure_bytes_per_sample(model, canvas, "saved_tensors", samples=(1, 2))
-                name = (f"{size.bytes_model}, bf16, canvas {canvas}"
-                        + (", activation checkpointing" if checkpointing else ""))
-                report.add("saved for backward", name, "measured", f"{cost.per_sample / 2**20:.2f} MiB per sample",
-                           "the last cycle only (T=1): the first T-1 save nothing", bytes_per_sample=cost.per_sample,
-                           fixed_bytes=cost.fixed, canvas=canvas, activation_checkpointing=checkpointing)
-    _part(report, "saved for backward", run)
+def paper_network(check: Check) -> None:
+    if not check.on_gpu:
+        check.report.add("paper network", PAPER_ROW, NO_GPU)
+        _cpu_training_row(check)
+        return
+    if not check.fits(PAPER_ROW, "paper"):
+        return
+    row = train_row(check, "trm-arc1", reserve=NEEDS_GPU["scored"])  # the scored path comes next
+    met = "met" if row["sample_steps_per_s"] >= TARGET_CANVAS_30 else "not met"
+    check.report.add("paper network", PAPER_ROW, MEASURED, _training_result(row),
+                     f"target >= {TARGET_CANVAS_30:.0f}: {met}; {row['steps']} timed steps", **row)
 
 
-def puzzle_table_rows(report: Report, catalogue: PuzzleCatalogue) -> None:
-    """Part 4 (GPU): bytes the ARC-AGI-1 table takes on the device, device against host storage."""
-    def run():
-        device = report.world.device
-        for storage in ("device", "host"):
-            torch.cuda.synchronize(device)
-            before = torch.cuda.memory_allocated(device)
-            table = PuzzleEmbedding(catalogue.num_ids, 512, device, storage)
-            resident = torch.cuda.memory_allocated(device) - before
-            torch.cuda.reset_peak_memory_stats(device)
-            ids = torch.randint(0, catalogue.num_ids, (768,), device=device)
-            table.lookup(ids).sum().backward()
-            table.step(1e-2, 0.1)
-            torch.cuda.synchronize(device)
-            transient = torch.cuda.max_memory_allocated(device) - before - resident
-            report.add("puzzle table", f"{catalogue.num_ids:,} ids x 512, {storage} storage", "measured",
-                       f"{_gib(resident)} resident on the device, {transient / 2**20:.1f} MiB more during a step of 768",
-                       resident_bytes=resident, step_bytes=transient)
-            del table
-    _part(report, "puzzle table", run)
+def _cpu_training_row(check: Check) -> None:
+    name = f"tiny, canvas 10, batch {CPU_BATCH}, eager, fp32 (the CPU's stand-in)"
+    if not check.fits(name, "paper"):
+        return
+    run = RUN_PRESETS["tiny"]()
+    row = bench_one(run, run.model, run.data.canvas, CPU_BATCH, compile=False, steps=CPU_STEPS,
+                    warmup=1, world=check.world, dtype=torch.float32, deadline=check.end)
+    check.report.add("paper network", name, MEASURED,
+                     f"{row['sample_steps_per_s']:,.1f} sample-steps/s, peak RSS {gib(row['peak_memory_bytes'])}",
+                     f"load average {row['load_average_1m']:.2f}", **row)
 
 
-def finetune_rows(report: Report, size: Size, preset: str, on_gpu: bool) -> None:
-    """Parts 5 and 6: seconds per task of test-time fine-tuning and inference, and the projection."""
-    from submission.config import PRESETS as FINETUNE_PRESETS, fresh_model_config
-    from submission.finetune import Network, solve_task, task_canvas
-    from submission.runner import task_size
+# ---------------------------------------------------------------------------------------------
+# 3. The scored path
 
-    device, dtype = report.world.device, default_dtype(report.world.device)
-    if on_gpu:
-        config = FINETUNE_PRESETS[preset]()
-        network = Network.fresh_init(trm_arc2().replace(pos_encoding="rope2d"))
-        count, label = size.finetune_tasks, f"{preset}, paper-size network"
-    else:
-        preset = "cpu"
-        config = FINETUNE_PRESETS["cpu"]()
-        if size.cpu_finetune_steps is not None:
-            config = dataclasses.replace(config, steps=size.cpu_finetune_steps, embedding_steps=1, views=2)
-        network = Network.fresh_init(fresh_model_config())
-        count, label = 1, "cpu preset, the fresh CPU network"
+
+@dataclass
+class Scored:
+    """What the scored path needs: the network, the tasks, the preset as run, and its label."""
+
+    network: Network
+    network_label: str
+    tasks: list[Task]
+    config: FinetuneConfig
+    label: str
+
+
+def arc_size_network() -> tuple[Network, str]:
+    """The official ARC-size checkpoint when its fixture is here, else a fresh network of its shapes
+    (the paper's TRM-Att: fine-tuning time does not depend on the weights)."""
+    if FIXTURE.is_file():
+        return Network.from_checkpoint(FIXTURE), "the official ARC-size fixture"
+    return Network.fresh_init(MODEL_PRESETS["trm-att"]()), "a fresh trm-att network of the same shapes"
+
+
+def scored_setup(check: Check) -> Scored:
+    """The GPU's scored path at full size; a CPU's at reduced size (a small network, a few steps,
+    the two smallest tasks), the same code either way."""
     tasks = load_bundled("arc-agi-2", "eval")
-    # A GPU times the first tasks of the file (no choice by size); a CPU the smallest, to stay short.
-    tasks = tasks[:count] if on_gpu else sorted(tasks, key=task_size)[:count]
-    timed: list[float] = []
+    preset = FINETUNE_PRESETS["kaggle-nvarc"]()
+    if check.on_gpu:
+        network, network_label = arc_size_network()
+        config = dataclasses.replace(preset, bucket_canvas=False)  # canvas 30 for every task, as the network
+        chosen = tasks[:check.tasks]
+        return Scored(network, network_label, chosen, config, f"{SCORED_ROW} ({len(chosen)})")
+    # The network's own cycles and one supervision step: the preset's T=4 and 10 steps cost minutes here.
+    config = dataclasses.replace(preset, steps=2, num_aug=8, views=2, batch=8, inference_batch=8, warmup_steps=1,
+                                 model_overrides={})
+    chosen = sorted(tasks, key=lambda t: t.max_side)[:2]
+    return Scored(Network.fresh_init(fresh_model_config()), "a fresh cpu_small network", chosen, config,
+                  f"{CPU_SCORED_ROW}: 2 steps per task, batch 8, 2 views, no test-time model overrides, the 2 "
+                  "smallest ARC-AGI-2 eval tasks as one shard")
 
-    def run():
-        if on_gpu:  # compile each canvas's graphs in an untimed warm-up with the same shapes
-            warm = dataclasses.replace(config, steps=2, embedding_steps=1, views=1)
-            firsts = {task_canvas(task, network, config): task for task in tasks}
-            for task in firsts.values():
-                solve_task(task, network, warm, device, float("inf"), dtype)
-        start = time.perf_counter()
-        for task in tasks:
-            if time.perf_counter() - start > size.part_budget_s:
-                report.add("fine-tuning", f"{label}, task {task.id}", "skipped", note="past the part's time budget")
-                continue
-            if on_gpu:
-                torch.cuda.reset_peak_memory_stats(device)
-            outcome = solve_task(task, network, config, device, float("inf"), dtype)
-            peak = torch.cuda.max_memory_allocated(device) if on_gpu else None
-            seconds = outcome.finetune_seconds + outcome.inference_seconds
-            timed.append(seconds)
-            peak_text = f", peak {_gib(peak)}" if peak is not None else ""
-            report.add("fine-tuning", f"{label}, task {task.id} (canvas {outcome.canvas})", "measured",
-                       f"{outcome.finetune_seconds:.1f} s fine-tuning ({outcome.finetune_steps} steps of "
-                       f"{config.batch}) + {outcome.inference_seconds:.1f} s inference ({outcome.views} views){peak_text}",
-                       outcome.note if outcome.note != "ok" else "", finetune_seconds=outcome.finetune_seconds,
-                       inference_seconds=outcome.inference_seconds, steps=outcome.finetune_steps, views=outcome.views,
-                       canvas=outcome.canvas, peak_memory_bytes=peak, preset=preset)
 
-    _part(report, "fine-tuning", run)
-    if not on_gpu:
+SCORED_ROW = "kaggle-nvarc, ARC-size network, canvas 30, one shard of ARC-AGI-2 eval tasks"
+CPU_SCORED_ROW = "kaggle-nvarc reduced, the CPU's stand-in"
+PROJECTION_ROW = f"{KAGGLE_TASKS} tasks on {KAGGLE_GPUS}x L4"
+
+
+def scored_path(check: Check) -> None:
+    if not check.on_gpu:
+        check.report.add("scored path", SCORED_ROW, NO_GPU)
+        check.report.add("scored path", PROJECTION_ROW, NO_GPU)
+    if not check.fits(SCORED_ROW if check.on_gpu else CPU_SCORED_ROW, "scored"):
         return
-    spec = gpu_spec(device)
-    if not timed or spec is None:
-        report.add("projection", f"{KAGGLE_TASKS} tasks on {KAGGLE_GPUS}x L4", "unmeasured",
-                   note="needs timed tasks on a GPU of known bf16 rate and bandwidth")
+    scored = scored_setup(check)
+    warmup_s = _warm_up(check, scored)
+    outcomes, peak, memory_kind = _timed_shard(check, scored)
+    row = shard_row(scored, outcomes, warmup_s)
+    check.report.add("scored path", scored.label, MEASURED, _shard_result(row, peak, memory_kind),
+                     f"{scored.network_label}; {row['notes']}".rstrip("; "), peak_memory_bytes=peak,
+                     memory_kind=memory_kind, **row)
+    if check.on_gpu:
+        _projection_row(check, row)
+
+
+def _warm_up(check: Check, scored: Scored) -> float:
+    """Where the shard does not time its own compile (a ``TaskOutcome`` without ``warmup_seconds``),
+    a one-step run of the same shard on a GPU: it compiles the fine-tuning and prediction graphs, so
+    the timed run that follows measures steps, not compilation. Returns its seconds (0 when not run:
+    a CPU compiles nothing)."""
+    own = "warmup_seconds" in {f.name for f in dataclasses.fields(TaskOutcome)}
+    if own or not check.on_gpu:
+        return 0.0
+    warm = dataclasses.replace(scored.config, steps=1)
+    start = time.perf_counter()
+    solve_shard(scored.tasks, scored.network, warm, check.device, max(1.0, check.left()),
+                default_dtype(check.device))
+    return time.perf_counter() - start
+
+
+def _timed_shard(check: Check, scored: Scored) -> tuple[list[TaskOutcome], int, str]:
+    reset_peak_memory(check.device)
+    outcomes = solve_shard(scored.tasks, scored.network, scored.config, check.device, max(1.0, check.left() - 5.0),
+                           default_dtype(check.device))
+    return (outcomes, *peak_memory(check.device))
+
+
+def shard_row(scored: Scored, outcomes: list[TaskOutcome], warmup_s: float) -> dict:
+    """The shard's seconds split into compile and warm-up, fine-tuning (shared by its tasks: counted
+    once) and prediction, and per task at the preset's full steps and views."""
+    first, config = outcomes[0], scored.config
+    done = [o for o in outcomes if not o.failed]
+    steps, finetune_s = first.finetune_steps, first.finetune_seconds
+    predict_s = sum(o.inference_seconds for o in outcomes)
+    # A run cut short by the budget still gives the rates: seconds per step and per view.
+    per_step = finetune_s / steps if steps else None
+    views = [o.views for o in done if o.views]
+    per_view_task = (sum(o.inference_seconds / o.views for o in done if o.views) / len(views)) if views else None
+    per_task = (per_step * config.steps + per_view_task * config.views
+                if per_step is not None and per_view_task is not None else None)
+    return {"tasks": [o.task_id for o in outcomes], "failed": [o.task_id for o in outcomes if o.failed],
+            "notes": "; ".join(sorted({o.note for o in outcomes if o.note != "ok"})),
+            # The shard's own compile, the same on each of its outcomes: counted once.
+            "warmup_seconds": warmup_s + max(getattr(o, "warmup_seconds", 0.0) for o in outcomes),
+            "finetune_seconds": finetune_s, "inference_seconds": predict_s, "steps": steps,
+            "steps_per_task_preset": config.steps, "views": views, "views_preset": config.views,
+            "canvas": first.canvas, "batch": first.batch, "micro_batch": first.micro_batch,
+            "seconds_per_step": per_step, "seconds_per_task_full": per_task}
+
+
+def _shard_result(row: dict, peak: int, memory_kind: str) -> str:
+    memory = f"peak {gib(peak)}" + (" RSS" if memory_kind.startswith("cpu") else "")
+    return (f"compile and warm-up {row['warmup_seconds']:.1f} s, fine-tuning {row['finetune_seconds']:.1f} s "
+            f"({row['steps']} steps of {row['batch']}, micro-batch {row['micro_batch']}), prediction "
+            f"{row['inference_seconds']:.1f} s ({'/'.join(map(str, row['views']))} views), {memory}")
+
+
+def _projection_row(check: Check, row: dict) -> None:
+    spec: GpuSpec | None = gpu_spec(check.device)
+    if spec is None:
+        check.report.add("scored path", PROJECTION_ROW, "unmeasured (GPU not in pretrain.hardware)")
         return
-    ratios = l4_ratios(spec)
-    mean = float(np.mean(timed))
-    hours = kaggle_hours(mean, ratios["used"])
-    report.add("projection", f"{KAGGLE_TASKS} tasks on {KAGGLE_GPUS}x L4, {preset}", "measured",
-               f"{hours:.1f} h ({mean:.1f} s per task here x {ratios['used']:.1f})",
-               f"{spec.name}: L4 slower by {ratios['compute']:.1f}x in bf16 rate, {ratios['bandwidth']:.1f}x in "
-               "bandwidth; the larger is used", hours=hours, seconds_per_task=mean, **ratios)
+    if row["seconds_per_task_full"] is None:
+        check.report.add("scored path", PROJECTION_ROW, "unmeasured (the shard did not both fine-tune and predict)")
+        return
+    p = kaggle_projection(spec, row["seconds_per_task_full"])
+    check.report.add("scored path", f"{PROJECTION_ROW}, kaggle-nvarc", MEASURED,
+                     f"{p['hours']:.1f} h ({p['seconds_per_task']:.1f} s per task here at "
+                     f"{row['steps_per_task_preset']} steps and {row['views_preset']} views, x {p['used']:.1f})",
+                     f"{spec.name}: an L4 is {p['compute']:.1f}x slower in bf16 rate, {p['bandwidth']:.1f}x in "
+                     f"bandwidth, the larger is used; plus one compile per worker ({row['warmup_seconds']:.0f} s here)",
+                     **p)
 
 
-def cpu_training_rows(report: Report, size: Size) -> None:
-    """The CPU's own training row: the tiny preset, eager."""
-    def run():
-        preset = PRESETS["tiny"]()
-        row = bench_one(preset, preset.model, preset.data.canvas, preset.optim.global_batch, compile=False,
-                        steps=size.cpu_train_steps, warmup=1, world=report.world, dtype=torch.float32)
-        report.add("training", "tiny, canvas 10, eager, fp32 (CPU)", "measured",
-                   f"{row['sample_steps_per_s']:,.1f} sample-steps/s, peak RSS {_gib(row['peak_memory_bytes'])}",
-                   f"load average {row['load_average_1m']:.2f}", **row)
-    _part(report, "training", run)
+# ---------------------------------------------------------------------------------------------
+# 4. With the time left
 
 
-GPU_ONLY_ROWS = (
-    ("training", "trm-arc1, canvas 30, rope1d, eager and compiled: sample-steps/s, MFU, peak memory, micro-batch"),
-    ("bucketing", "trm-arc1, rope2d, canvases 8..30 and the ARC-AGI-1 mix, eager and compiled"),
-    ("puzzle table", "ARC-AGI-1 ids x 512 on the device, device against host storage"),
-    ("fine-tuning", "kaggle preset on ARC-AGI-2 tasks, paper-size network: seconds per task, peak memory"),
-    ("projection", f"{KAGGLE_TASKS} tasks on {KAGGLE_GPUS}x L4"),
+EXTRAS = (  # (row, need, arguments of train_row), most valuable first
+    ("trm-arc1, canvas 30, eager", "eager", {"preset": "trm-arc1", "compile": False}),
+    ("trm-arc1, canvas 16, rope2d, compiled (bucketing)", "compiled extra",
+     {"preset": "trm-arc1", "canvas": 16, "rope2d": True}),
+    ("trm-arc1, canvas 8, rope2d, compiled (bucketing)", "compiled extra",
+     {"preset": "trm-arc1", "canvas": 8, "rope2d": True}),
+    ("trm-mlp-arc1, canvas 30, compiled", "compiled extra", {"preset": "trm-mlp-arc1"}),
+    ("hrm-arc1, canvas 30, compiled", "compiled extra", {"preset": "hrm-arc1"}),
+    ("trm-arc1, canvas 12, rope2d, compiled (bucketing)", "compiled extra",
+     {"preset": "trm-arc1", "canvas": 12, "rope2d": True}),
+    ("trm-arc1, canvas 20, rope2d, compiled (bucketing)", "compiled extra",
+     {"preset": "trm-arc1", "canvas": 20, "rope2d": True}),
+    ("trm-arc1, canvas 24, rope2d, compiled (bucketing)", "compiled extra",
+     {"preset": "trm-arc1", "canvas": 24, "rope2d": True}),
 )
+PUZZLE_ROW = f"puzzle table, {ARC1_PUZZLE_IDS:,} ids x 512, device against host storage"
 
 
-def write_report(out_dir: Path, world: World, size_name: str | None, finetune_preset: str) -> list[dict]:
-    on_gpu = world.device.type == "cuda"
-    size_name = size_name or ("full" if on_gpu else "reduced")
-    size = SIZES[size_name]
-    report = Report(Path(out_dir), world, size_name)
-    report.write()
-    if on_gpu:
-        catalogue = arc1_catalogue()
-        training_rows(report, size, catalogue)
-        saved_bytes_rows(report, size)
-        puzzle_table_rows(report, catalogue)
-        finetune_rows(report, size, finetune_preset, on_gpu=True)
-    else:
-        for part, name in GPU_ONLY_ROWS:
-            report.add(part, name, "unmeasured", note="no CUDA device")
-        saved_bytes_rows(report, size)
-        cpu_training_rows(report, size)
-        finetune_rows(report, size, finetune_preset, on_gpu=False)
-    print(f"wrote {report.out_dir / 'report.json'} and {report.out_dir / 'report.md'}", file=sys.stderr)
-    return report.rows
+def extras(check: Check) -> None:
+    for name, need, arguments in EXTRAS:
+        if not check.on_gpu:
+            check.report.add("time left", name, NO_GPU)
+        elif check.fits(name, need):
+            run_section(check, "time left", lambda c, n=name, a=arguments: _extra_row(c, n, a))
+    if not check.on_gpu:
+        check.report.add("time left", PUZZLE_ROW, NO_GPU)
+    elif check.fits(PUZZLE_ROW, "puzzle table"):
+        run_section(check, "time left", puzzle_table_rows)
+
+
+def _extra_row(check: Check, name: str, arguments: dict) -> None:
+    row = train_row(check, **arguments)
+    check.report.add("time left", name, MEASURED, _training_result(row), f"{row['steps']} timed steps", **row)
+
+
+def puzzle_table_rows(check: Check) -> None:
+    """The bytes ARC-AGI-1's table keeps on the device, and one step's more, for each storage."""
+    from pretrain.puzzle_embedding import PuzzleEmbedding
+    device = check.device
+    for storage in ("device", "host"):
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        table = PuzzleEmbedding(ARC1_PUZZLE_IDS, 512, device, storage)
+        resident = torch.cuda.memory_allocated(device) - before
+        torch.cuda.reset_peak_memory_stats(device)
+        ids = torch.randint(0, ARC1_PUZZLE_IDS, (768,), device=device)
+        table.lookup(ids).sum().backward()
+        table.step(1e-2, 0.1)
+        torch.cuda.synchronize(device)
+        transient = torch.cuda.max_memory_allocated(device) - before - resident
+        check.report.add("time left", f"puzzle table, {storage} storage", MEASURED,
+                         f"{gib(resident)} resident on the device, {transient / 2**20:.1f} MiB more during a step "
+                         "of 768", resident_bytes=resident, step_bytes=transient)
+        del table
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+SECTIONS = (("environment", environment), ("paper network", paper_network), ("scored path", scored_path),
+            ("time left", extras))
+
+
+def run_check(out_dir: Path, world: World, *, minutes: float, tasks: int = 3, started: float = STARTED,
+              watchdog: bool = True) -> list[dict]:
+    """Every section in order within ``minutes`` from ``started`` (perf_counter time; by default this
+    module's import); the rows. ``watchdog``: end the process if a step overruns (not for a caller
+    that must go on, such as a test)."""
+    end = started + 60.0 * minutes
+    title = f"GPU check: {device_name(world.device)}, budget {minutes:g} min"
+    check = Check(Report(out_dir, title, started), world, end, tasks)
+    timer = start_watchdog(check, end + WATCHDOG_GRACE_S) if watchdog else None
+    try:
+        for section, body in SECTIONS:
+            run_section(check, section, body)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    return check.report.rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path, metavar="DIR", help="where report.jsonl and report.md go")
+    parser.add_argument("--minutes", type=float, default=8.0,
+                        help="the run ends within this many minutes plus 30 s (default 8: one 10-minute command)")
+    parser.add_argument("--tasks", type=int, default=3, choices=(2, 3, 4),
+                        help="ARC-AGI-2 evaluation tasks in the scored shard on a GPU (default 3)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    args = parser.parse_args(argv)
+    if args.minutes <= 0:
+        parser.error(f"--minutes must be positive, got {args.minutes}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    from pretrain.distributed import setup_world, teardown_world
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", type=Path, metavar="DIR")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
-    parser.add_argument("--report-size", choices=sorted(SIZES), help="default: full on CUDA, reduced on a CPU")
-    parser.add_argument("--finetune-preset", default="kaggle-4xl4")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     world = setup_world(args.device)
     try:
-        write_report(args.out_dir, world, args.report_size, args.finetune_preset)
+        if world.size > 1:
+            print("error: run the check in one process (not under torchrun)", file=sys.stderr)
+            return 2
+        run_check(args.out_dir, world, minutes=args.minutes, tasks=args.tasks)
     finally:
         teardown_world()
+    print(f"wrote {args.out_dir / 'report.jsonl'} and {args.out_dir / 'report.md'} "
+          f"in {time.perf_counter() - STARTED:.0f} s", file=sys.stderr)
     return 0
 
 

@@ -30,6 +30,7 @@ from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task, select
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.import_official import OFFICIAL_RECIPES
+from pretrain.kaggle_facts import KAGGLE_TIME_LIMIT
 from submission import kaggle_env
 from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, fresh_model_config
 from submission.network import Network
@@ -41,8 +42,6 @@ from submission.writer import SubmissionError, prefill, prepare_output, read_sub
 BAD_INPUT = 2
 ALL_TASKS_FAILED = 1  # the run itself failed; the file still holds valid fallback attempts
 FAILED_NOTES_SHOWN = 20
-# On Kaggle: 12 hours for the whole notebook, minus installs, loading and a safety margin.
-KAGGLE_TIME_LIMIT = 12 * 3600 - 45 * 60
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pretrain.kaggle_facts import KAGGLE_GPUS, KAGGLE_TASKS
+
 
 @dataclass(frozen=True)
 class GpuSpec:
@@ -41,8 +43,6 @@ GPU_SPECS: tuple[tuple[str, GpuSpec], ...] = (
     (r"\bL4\b", L4),  # not L40 / L40S
 )
 H100_PCIE_SMS = 114
-
-KAGGLE_TASKS, KAGGLE_GPUS = 240, 4  # hidden tasks at rerun, L4s on Kaggle's machine
 
 
 def spec_for_name(device_name: str, multiprocessors: int | None = None) -> GpuSpec | None:

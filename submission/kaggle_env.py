@@ -1,8 +1,9 @@
-"""Where things are on Kaggle's notebook machine, in one place.
+"""Where things are on Kaggle's notebook machine, and whether this is one.
 
-``make_submission`` reads these to find the hidden test file and where to write, and
-``submission.kaggle`` formats the same names into the notebook it builds. The two roots come from
-environment variables so a local rehearsal can point them at temporary folders.
+``make_submission`` calls these to find the hidden test file and where to write, and
+``submission.kaggle`` formats the same names into the notebook it builds. Kaggle's own paths and flags
+are in ``pretrain.kaggle_facts``; the two roots can be overridden by this project's environment
+variables, so a local rehearsal can point them at temporary folders.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pretrain.kaggle_facts import (COMPETITION_GLOBS, INPUT_ROOT, RERUN_ENV, RUN_TYPE_ENV, SUBMISSION_FILE,
+                                   TEST_CHALLENGES, WORKING_ROOT)
+
 INPUT_ENV = "ARC_KAGGLE_INPUT"  # overrides the read-only input root (competition data, attached datasets)
 WORKING_ENV = "ARC_KAGGLE_WORKING"  # overrides the writable working folder (the submission goes here)
-DEFAULT_INPUT = "/kaggle/input"
-DEFAULT_WORKING = "/kaggle/working"
-RUN_TYPE_ENV = "KAGGLE_KERNEL_RUN_TYPE"  # set by Kaggle in every notebook session ("Interactive", "Batch")
-RERUN_ENV = "KAGGLE_IS_COMPETITION_RERUN"  # set by Kaggle only while it reruns the notebook on the hidden set
-TEST_CHALLENGES = "arc-agi_test_challenges.json"
-SUBMISSION_FILE = "submission.json"
 
 
 @dataclass(frozen=True)
@@ -34,13 +32,13 @@ class KagglePaths:
 
 def kaggle_paths(environ: Mapping[str, str] | None = None) -> KagglePaths:
     env = os.environ if environ is None else environ
-    return KagglePaths(input_root=Path(env.get(INPUT_ENV) or DEFAULT_INPUT),
-                       working_root=Path(env.get(WORKING_ENV) or DEFAULT_WORKING))
+    return KagglePaths(input_root=Path(env.get(INPUT_ENV) or INPUT_ROOT),
+                       working_root=Path(env.get(WORKING_ENV) or WORKING_ROOT))
 
 
 def is_kaggle(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
-    return RUN_TYPE_ENV in env or Path(DEFAULT_INPUT).is_dir()
+    return RUN_TYPE_ENV in env or Path(INPUT_ROOT).is_dir()
 
 
 def is_competition_rerun(environ: Mapping[str, str] | None = None) -> bool:
@@ -49,18 +47,10 @@ def is_competition_rerun(environ: Mapping[str, str] | None = None) -> bool:
     return env.get(RERUN_ENV, "").strip().lower() not in ("", "0", "false")
 
 
-# Where a competition's data mounts under the input root: <input>/competitions/<slug>/ (ARC Prize 2026)
-# first, then <input>/<slug>/ (2025 and earlier). That order matters: an attached dataset also mounts
-# at <input>/<slug>/, and one that carries a copy of the test file (a public notebook's inputs, say)
-# must never win over the competition's own folder. The notebook's first cell, which runs before the
-# project is installed, is formatted from this same tuple.
-COMPETITION_GLOBS = ("competitions/*/" + TEST_CHALLENGES, "*/" + TEST_CHALLENGES)
-
-
 def find_test_challenges(input_root: Path) -> Path | None:
-    """The competition's test challenges under ``input_root``: one of the competition layouts first,
-    so a copy inside some attached dataset never wins over the competition's own folder; else the
-    shallowest match at any depth. None when absent."""
+    """The competition's test challenges under ``input_root``: one of the competition layouts first
+    (``COMPETITION_GLOBS``, in order), so a copy inside some attached dataset never wins over the
+    competition's own folder; else the shallowest match at any depth. None when absent."""
     root = Path(input_root)
     if not root.is_dir():
         return None

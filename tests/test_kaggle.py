@@ -1,6 +1,7 @@
 """Kaggle packaging: the build's files and metadata, the notebook's cells, bad input, and offline rehearsals
 (see test_kaggle_push.py for push, test_kaggle_wheelhouse.py for the wheelhouse)."""
 
+import ast
 import os
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from arc_data import load_bundled, load_kaggle
+from pretrain import kaggle_facts
 from pretrain.config import tiny
 from pretrain.export import export_network
 from pretrain.model import build_model
@@ -181,9 +183,9 @@ def fallback_cell_namespace(input_root: Path, working: Path, monkeypatch) -> dic
 
 @pytest.mark.parametrize("mount", ["arc-prize-2025", "competitions/arc-prize-2026-arc-agi-2"])
 def test_the_first_cell_writes_a_valid_fallback_with_the_standard_library(tmp_path, monkeypatch, capsys, mount):
-    challenges = tmp_path / "input" / mount / kaggle_env.TEST_CHALLENGES
+    challenges = tmp_path / "input" / mount / kaggle_facts.TEST_CHALLENGES
     challenges.parent.mkdir(parents=True)
-    decoy = tmp_path / "input" / "my-dataset" / "copy" / kaggle_env.TEST_CHALLENGES
+    decoy = tmp_path / "input" / "my-dataset" / "copy" / kaggle_facts.TEST_CHALLENGES
     decoy.parent.mkdir(parents=True)
     decoy.write_text("{}")
     task_ids = write_kaggle_challenges(challenges, 5)
@@ -232,7 +234,7 @@ def test_numbas_cache_stays_out_of_the_output_folder(tmp_path, monkeypatch):
 def test_the_run_cell_passes_the_builds_preset_to_make_submission(tmp_path, monkeypatch, built, capsys):
     """Cells 1 and 3 as the notebook runs them, with make_submission's process replaced by a recorder."""
     inputs = tmp_path / "input"
-    challenges = inputs / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_env.TEST_CHALLENGES
+    challenges = inputs / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_facts.TEST_CHALLENGES
     challenges.parent.mkdir(parents=True)
     write_kaggle_challenges(challenges, 1)
     shutil.copytree(built.code, inputs / "arc-trm-code")
@@ -262,7 +264,7 @@ def test_the_first_cell_reports_a_missing_competition_without_raising(tmp_path, 
     (tmp_path / "input").mkdir()
     namespace = fallback_cell_namespace(tmp_path / "input", tmp_path / "working", monkeypatch)
     out = capsys.readouterr().out
-    assert f"{FAILED_MARK}: fallback submission: FileNotFoundError: no {kaggle_env.TEST_CHALLENGES}" in out
+    assert f"{FAILED_MARK}: fallback submission: FileNotFoundError: no {kaggle_facts.TEST_CHALLENGES}" in out
     assert namespace["FALLBACK"] is None and not (tmp_path / "working" / "submission.json").exists()
 
 
@@ -275,7 +277,7 @@ def test_the_cells_finder_agrees_with_kaggle_env(tmp_path, monkeypatch):
         root = tmp_path / f"layout{index}"
         for folder in folders:
             (root / folder).mkdir(parents=True)
-            (root / folder / kaggle_env.TEST_CHALLENGES).write_text("{}")
+            (root / folder / kaggle_facts.TEST_CHALLENGES).write_text("{}")
         assert namespace["find_test_challenges"](root) == kaggle_env.find_test_challenges(root), folders
     assert namespace["find_test_challenges"](root).parent.name == "arc-prize-2026-arc-agi-2"  # the last layout
 
@@ -345,29 +347,56 @@ def test_rehearse_refuses_an_incomplete_build(tmp_path, capsys):
     assert "not a complete build" in capsys.readouterr().err
 
 
+# Strings in the project's code (docstrings aside) that only kaggle_facts may spell out. The first cell
+# spells them in its SETTINGS, which test_kaggle_fallback_cell.py holds equal to kaggle_facts'.
+SPELLED_OUT = {"pretrain/kaggle_facts.py", "submission/kaggle/fallback_cell.py"}
+# Still spelled out where this package does not own the code: make_submission's error message.
+KNOWN_COPIES = {("make_submission.py", "no arc-agi_test_challenges.json under ")}
+
+
+def non_docstring_strings(tree: ast.AST) -> list[str]:
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_kaggles_facts_are_spelled_out_in_kaggle_facts_alone():
+    facts = {kaggle_facts.MACHINE_SHAPE, kaggle_facts.INPUT_ROOT, kaggle_facts.WORKING_ROOT,
+             kaggle_facts.TEST_CHALLENGES, kaggle_facts.RUN_TYPE_ENV, kaggle_facts.RERUN_ENV,
+             kaggle_facts.KAGGLE_PLATFORM, *kaggle_facts.COMPETITIONS}
+    root = default_source()
+    files = [path for folder in ("arc_data", "augment", "bench", "pretrain", "submission")
+             for path in (root / folder).rglob("*.py")] + [root / "make_submission.py", root / "evaluate.py"]
+    copies = {(str(path.relative_to(root)), text) for path in files if str(path.relative_to(root)) not in SPELLED_OUT
+              for text in non_docstring_strings(ast.parse(path.read_text())) if any(fact in text for fact in facts)}
+    assert copies <= KNOWN_COPIES
+
+
 def test_kaggle_paths_come_from_the_environment(tmp_path):
     env = {kaggle_env.INPUT_ENV: str(tmp_path / "in"), kaggle_env.WORKING_ENV: str(tmp_path / "work")}
     paths = kaggle_env.kaggle_paths(env)
     assert paths.input_root == tmp_path / "in"
     assert paths.submission == tmp_path / "work" / "submission.json"
     assert kaggle_env.kaggle_paths({}).input_root == Path("/kaggle/input")
-    assert kaggle_env.is_kaggle({kaggle_env.RUN_TYPE_ENV: "Batch"})
+    assert kaggle_env.is_kaggle({kaggle_facts.RUN_TYPE_ENV: "Batch"})
 
 
 @pytest.mark.parametrize("value, rerun", [(None, False), ("", False), ("False", False), ("True", True), ("1", True)])
 def test_competition_rerun_flag(value, rerun):
-    env = {} if value is None else {kaggle_env.RERUN_ENV: value}
+    env = {} if value is None else {kaggle_facts.RERUN_ENV: value}
     assert kaggle_env.is_competition_rerun(env) is rerun
 
 
 def test_find_test_challenges_prefers_the_shallowest(tmp_path):
     assert kaggle_env.find_test_challenges(tmp_path / "absent") is None
     assert kaggle_env.find_test_challenges(tmp_path) is None
-    deep = tmp_path / "my-dataset" / "copy" / kaggle_env.TEST_CHALLENGES
+    deep = tmp_path / "my-dataset" / "copy" / kaggle_facts.TEST_CHALLENGES
     deep.parent.mkdir(parents=True)
     deep.write_text("{}")
     assert kaggle_env.find_test_challenges(tmp_path) == deep
-    competition = tmp_path / "arc-prize-2025" / kaggle_env.TEST_CHALLENGES
+    competition = tmp_path / "arc-prize-2025" / kaggle_facts.TEST_CHALLENGES
     competition.parent.mkdir()
     competition.write_text("{}")
     assert kaggle_env.find_test_challenges(tmp_path) == competition
@@ -375,20 +404,20 @@ def test_find_test_challenges_prefers_the_shallowest(tmp_path):
 
 def test_find_test_challenges_searches_the_competition_folder_first(tmp_path):
     """A dataset mounts at <input>/<slug>/ like a 2025 competition: its copy of the file must not win."""
-    dataset_copy = tmp_path / "a-public-dataset" / kaggle_env.TEST_CHALLENGES
+    dataset_copy = tmp_path / "a-public-dataset" / kaggle_facts.TEST_CHALLENGES
     dataset_copy.parent.mkdir()
     dataset_copy.write_text("{}")
-    competition = tmp_path / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_env.TEST_CHALLENGES
+    competition = tmp_path / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_facts.TEST_CHALLENGES
     competition.parent.mkdir(parents=True)
     competition.write_text("{}")
     assert kaggle_env.find_test_challenges(tmp_path) == competition
 
 
 def test_find_test_challenges_knows_the_2026_layout(tmp_path):
-    decoy = tmp_path / "my-dataset" / "copy" / kaggle_env.TEST_CHALLENGES
+    decoy = tmp_path / "my-dataset" / "copy" / kaggle_facts.TEST_CHALLENGES
     decoy.parent.mkdir(parents=True)
     decoy.write_text("{}")
-    competition = tmp_path / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_env.TEST_CHALLENGES
+    competition = tmp_path / "competitions" / "arc-prize-2026-arc-agi-2" / kaggle_facts.TEST_CHALLENGES
     competition.parent.mkdir(parents=True)
     competition.write_text("{}")
     assert kaggle_env.find_test_challenges(tmp_path) == competition

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pretrain import kaggle_facts
 from submission import kaggle_env
 from submission.kaggle import notebook
 from submission.kaggle.layout import FAILED_MARK
@@ -27,11 +28,11 @@ def kaggle_folders(root: Path, mount: str | None) -> tuple[Path, Path]:
     """<root>/input with the competition mounted at ``mount`` (none if None) and a dataset carrying an
     empty copy of the test file, which must never win; <root>/working, empty. Returns both."""
     inputs, working = root / "input", root / "working"
-    decoy = inputs / "some-dataset" / "copy" / kaggle_env.TEST_CHALLENGES
+    decoy = inputs / "some-dataset" / "copy" / kaggle_facts.TEST_CHALLENGES
     decoy.parent.mkdir(parents=True)
     decoy.write_text("{}")
     if mount is not None:
-        challenges = inputs / mount / kaggle_env.TEST_CHALLENGES
+        challenges = inputs / mount / kaggle_facts.TEST_CHALLENGES
         challenges.parent.mkdir(parents=True)
         challenges.write_text(json.dumps(CHALLENGES))
     working.mkdir()
@@ -58,12 +59,12 @@ def is_grid(value) -> bool:
 @pytest.mark.parametrize("mount", ["competitions/arc-prize-2026-arc-agi-2", "arc-prize-2025"])
 def test_the_cell_writes_a_valid_fallback_for_every_task_and_test_input(tmp_path, mount):
     _, working = kaggle_folders(tmp_path, mount)
-    (working / kaggle_env.SUBMISSION_FILE).write_text("left over")  # replaced: the cell writes its own
+    (working / kaggle_facts.SUBMISSION_FILE).write_text("left over")  # replaced: the cell writes its own
     result = run_cell(tmp_path)
     assert result.returncode == 0 and result.stderr == ""
     assert FAILED_MARK not in result.stdout and "GPUs: 0\n" in result.stdout
-    assert f"wrote the fallback {working / kaggle_env.SUBMISSION_FILE}: 2 tasks" in result.stdout
-    submission = json.loads((working / kaggle_env.SUBMISSION_FILE).read_text())
+    assert f"wrote the fallback {working / kaggle_facts.SUBMISSION_FILE}: 2 tasks" in result.stdout
+    submission = json.loads((working / kaggle_facts.SUBMISSION_FILE).read_text())
     assert sorted(submission) == sorted(CHALLENGES)
     for task_id, task in CHALLENGES.items():
         assert len(submission[task_id]) == len(task["test"])
@@ -72,15 +73,15 @@ def test_the_cell_writes_a_valid_fallback_for_every_task_and_test_input(tmp_path
     assert submission["00000001"] == [{"attempt_1": [[3, 4], [5, 6]], "attempt_2": [[0]]},
                                       {"attempt_1": [[7]], "attempt_2": [[0]]}]
     assert submission["00000002"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}]  # its input is no grid
-    assert sorted(os.listdir(working)) == [kaggle_env.SUBMISSION_FILE]  # no temporary file, no numba cache
+    assert sorted(os.listdir(working)) == [kaggle_facts.SUBMISSION_FILE]  # no temporary file, no numba cache
 
 
 def test_without_the_competition_the_cell_reports_and_ends_normally(tmp_path):
     _, working = kaggle_folders(tmp_path, None)
-    (tmp_path / "input" / "some-dataset" / "copy" / kaggle_env.TEST_CHALLENGES).unlink()
+    (tmp_path / "input" / "some-dataset" / "copy" / kaggle_facts.TEST_CHALLENGES).unlink()
     result = run_cell(tmp_path)
     assert result.returncode == 0
-    assert f"{FAILED_MARK}: fallback submission: FileNotFoundError: no {kaggle_env.TEST_CHALLENGES}" in result.stdout
+    assert f"{FAILED_MARK}: fallback submission: FileNotFoundError: no {kaggle_facts.TEST_CHALLENGES}" in result.stdout
     assert not list(working.iterdir())
 
 
@@ -100,7 +101,7 @@ def test_the_files_settings_are_the_projects():
 
 
 def test_the_build_writes_the_settings_and_nothing_else(monkeypatch):
-    monkeypatch.setattr(kaggle_env, "SUBMISSION_FILE", 'odd "name"\n.json')
+    monkeypatch.setattr(kaggle_facts, "SUBMISSION_FILE", 'odd "name"\n.json')
     cell = notebook.fallback_cell()
     changed = [(old, new) for old, new in zip(CELL.read_text().splitlines(), cell.splitlines()) if old != new]
     assert changed == [('    "submission_file": "submission.json",', '    "submission_file": "odd \\"name\\"\\n.json",')]

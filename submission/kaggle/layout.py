@@ -1,4 +1,5 @@
-"""What a build is made of and what the other modules agree on: the folders, the slugs, the markers.
+"""What a build is made of and what the other modules agree on: the folders, the slugs, the markers
+(Kaggle's own facts, the competitions and the machine among them, are in ``pretrain.kaggle_facts``).
 
 A build is four folders, each ready for the ``kaggle`` CLI: ``code/`` (the project source and its
 wheel), ``weights/`` (the exported network), ``wheels/`` (the packages Kaggle's image lacks, for
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import orjson
 
+from pretrain.kaggle_facts import COMPETITIONS, KAGGLE_GPUS, Competition
+
 CODE_SLUG, WEIGHTS_SLUG, WHEELS_SLUG = "arc-trm-code", "arc-trm-weights", "arc-trm-wheels"
 KERNEL_SLUG = "arc-trm-submission"
 NOTEBOOK_FILE = "submission.ipynb"
@@ -28,31 +31,10 @@ BUILD_FILE = "arc-trm-build.json"
 CODE_WHEEL_GLOB = "arc_trm-*.whl"
 USER_PLACEHOLDER = "YOUR-KAGGLE-USERNAME"
 
-
-@dataclass(frozen=True)
-class Competition:
-    slug: str
-    mount: str  # where Kaggle mounts its data, under the input root (kaggle_env.COMPETITION_GLOBS finds both)
-
-
-# The competitions this package knows. Both run on 4x L4 for 12 hours with 240 hidden tasks.
-COMPETITIONS: Mapping[str, Competition] = {
-    "arc-prize-2025": Competition("arc-prize-2025", "arc-prize-2025"),
-    "arc-prize-2026-arc-agi-2": Competition("arc-prize-2026-arc-agi-2", "competitions/arc-prize-2026-arc-agi-2"),
-}
-DEFAULT_COMPETITION = "arc-prize-2026-arc-agi-2"
-
-# machine_shape of the 4x L4 machine. Source: Kaggle's own CLI docs (github.com/Kaggle/kaggle-cli,
-# docs/kernels.md "Accelerators available", and docs/kernels_metadata.md) list "NvidiaL4" and
-# "NvidiaL4X1" and no "NvidiaL4X4". X1 is the single card, so the bare name is the multi-card machine,
-# as the bare "NvidiaTeslaT4" is "GPU T4 x2". The notebook prints the GPUs it got, so a run shows it.
-MACHINE_SHAPE = "NvidiaL4"
-
 # The make_submission preset a build runs by default: the one make_submission itself picks on Kaggle's
 # rerun when given none. The notebook passes the build's preset explicitly, so the pushed run, the
 # rehearsal and the scored rerun all run the same one.
 DEFAULT_PRESET = "kaggle-nvarc"
-KAGGLE_GPUS = 4  # the 4x L4 machine, which every kaggle-* preset but kaggle-placeholder is sized for
 
 # The notebook's first cell prints "GPUs: N" (N from nvidia-smi, 0 when it fails); push refuses a run
 # with fewer than the preset expects, and the rehearsal says how many it saw.

@@ -13,8 +13,8 @@ exception ends a Kaggle notebook and makes the whole entry a scoring error:
 4. a last check with the standard library: a file that is not valid is replaced by the fallback.
 
 The cells run before the project is installed, so they cannot import it: the shared names are
-formatted in from ``kaggle_env`` and ``layout`` (into the first cell's ``SETTINGS``, and into the
-others' source).
+formatted in from ``pretrain.kaggle_facts``, ``kaggle_env`` and ``layout`` (into the first cell's
+``SETTINGS``, and into the others' source).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from pathlib import Path
 
 import orjson
 
+from pretrain import kaggle_facts
 from submission import kaggle_env
 from submission.kaggle.layout import (BUILD_FILE, CODE_SLUG, CODE_WHEEL_GLOB, FAILED_MARK, KERNEL_METADATA,
-                                      KERNEL_SLUG, MACHINE_SHAPE, NOTEBOOK_FILE, NOTEBOOK_SECONDS_ENV, VALID_MARK,
+                                      KERNEL_SLUG, NOTEBOOK_FILE, NOTEBOOK_SECONDS_ENV, VALID_MARK,
                                       WEIGHT_FILES, WEIGHTS_SLUG, WHEELHOUSE_MARKER, WHEELS_SLUG)
 from submission.kaggle.wheelhouse import wheel_names
 
@@ -55,7 +56,7 @@ def kernel_metadata(user: str, competition: str) -> dict:
         "enable_gpu": True,
         "enable_tpu": False,
         "enable_internet": False,
-        "machine_shape": MACHINE_SHAPE,
+        "machine_shape": kaggle_facts.MACHINE_SHAPE,
         "docker_image_pinning_type": "original",
         "competition_sources": [competition],
         "dataset_sources": [f"{user}/{slug}" for slug in (CODE_SLUG, WEIGHTS_SLUG, WHEELS_SLUG)],
@@ -68,12 +69,12 @@ def fallback_settings() -> dict[str, str | list[str]]:
     """The first cell's SETTINGS: the project's names, which the cell cannot import."""
     return {
         "input_env": kaggle_env.INPUT_ENV,
-        "default_input": kaggle_env.DEFAULT_INPUT,
+        "default_input": kaggle_facts.INPUT_ROOT,
         "working_env": kaggle_env.WORKING_ENV,
-        "default_working": kaggle_env.DEFAULT_WORKING,
-        "submission_file": kaggle_env.SUBMISSION_FILE,
-        "test_challenges": kaggle_env.TEST_CHALLENGES,
-        "competition_globs": list(kaggle_env.COMPETITION_GLOBS),
+        "default_working": kaggle_facts.WORKING_ROOT,
+        "submission_file": kaggle_facts.SUBMISSION_FILE,
+        "test_challenges": kaggle_facts.TEST_CHALLENGES,
+        "competition_globs": list(kaggle_facts.COMPETITION_GLOBS),
         "failed_mark": FAILED_MARK,
     }
 

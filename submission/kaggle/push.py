@@ -25,6 +25,7 @@ from pathlib import Path
 import orjson
 
 from arc_data import load_kaggle
+from pretrain.kaggle_facts import KAGGLE_WALL_SECONDS, SUBMISSION_FILE
 from submission.kaggle.layout import (FAILED_MARK, KERNEL_SLUG, USER_PLACEHOLDER, VALID_MARK, CheckFailed, Layout,
                                       PackagingError, check_competition, gpus_in_log, read_build_file, run_checked)
 from submission.writer import SubmissionError, read_submission, validate_entry_counts, validate_submission
@@ -52,7 +53,7 @@ class PushConfig:
     message: str = ""  # the datasets' version note (default: the time of the push)
     poll_seconds: float = 30.0  # between two status checks
     dataset_timeout: float = 3600.0  # seconds to wait for each dataset to be ready
-    run_timeout: float = 13 * 3600.0  # seconds to wait for the notebook's run (Kaggle's limit is 12 h)
+    run_timeout: float = KAGGLE_WALL_SECONDS + 3600.0  # to wait for the notebook's run: Kaggle's limit and an hour
 
     def dataset_id(self, slug: str) -> str:
         return f"{self.user}/{slug}"
@@ -113,8 +114,8 @@ def push(config: PushConfig) -> int:
                              f"{config.output_dir}")
     check_build(log, build, config.output_dir)
     gpus = check_gpus(log, build, version, config.output_dir)
-    count = check_submission(config.output_dir / "submission.json", config.challenges)
-    print(f"notebook version {version} ran cleanly: {config.output_dir / 'submission.json'} is valid ({count} "
+    count = check_submission(config.output_dir / SUBMISSION_FILE, config.challenges)
+    print(f"notebook version {version} ran cleanly: {config.output_dir / SUBMISSION_FILE} is valid ({count} "
           f"tasks), its log has no {FAILED_MARK}, and it ran build {build['build']} (preset {build['preset']}) "
           f"on {gpus} GPU(s)")
     print("to submit this version (one submission a day; this tool never submits):")
@@ -123,7 +124,7 @@ def push(config: PushConfig) -> int:
 
 
 def submit_command(config: PushConfig, version: int) -> str:
-    return (f"kaggle competitions submit {config.competition} -k {config.kernel} -v {version} -f submission.json "
+    return (f"kaggle competitions submit {config.competition} -k {config.kernel} -v {version} -f {SUBMISSION_FILE} "
             f"-m 'TRM, notebook version {version}'")
 
 
@@ -235,7 +236,7 @@ def download_output(config: PushConfig, version: int) -> str:
     """Download that notebook version's files and log into ``output_dir``; the log's text. The files
     an earlier push left there go first: they must never pass for this run's."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    for name in (f"{KERNEL_SLUG}.log", "submission.json"):
+    for name in (f"{KERNEL_SLUG}.log", SUBMISSION_FILE):
         (config.output_dir / name).unlink(missing_ok=True)
     kernel = f"{config.kernel}/{version}"
     cli(["kernels", "output", kernel, "-p", str(config.output_dir), "-o"], f"downloading {kernel}'s output",
@@ -289,7 +290,7 @@ def check_submission(path: Path, challenges: Path | None) -> int:
     """Validate the downloaded file: against the challenges when given, else each entry's shape and grids.
     Returns the number of tasks."""
     if not path.is_file():
-        raise CheckFailed(f"the notebook's output has no submission.json ({path})")
+        raise CheckFailed(f"the notebook's output has no {SUBMISSION_FILE} ({path})")
     try:
         submission = read_submission(path)
         if challenges is not None:

@@ -28,9 +28,11 @@ from pathlib import Path
 
 from arc_data import load_kaggle
 from arc_data.tasks import Task
+from pretrain.kaggle_facts import (DEFAULT_COMPETITION, KAGGLE_IMAGE_VERSIONS, RERUN_ENV, RUN_TYPE_ENV,
+                                   TEST_CHALLENGES)
 from submission import kaggle_env
 from submission.kaggle import wheelhouse
-from submission.kaggle.layout import (CODE_WHEEL_GLOB, DATASET_METADATA, DEFAULT_COMPETITION, FAILED_MARK,
+from submission.kaggle.layout import (CODE_WHEEL_GLOB, DATASET_METADATA, FAILED_MARK,
                                       KERNEL_METADATA, NOTEBOOK_FILE, NOTEBOOK_SECONDS_ENV, WEIGHT_FILES,
                                       WHEELHOUSE_MARKER, CheckFailed, Layout, PackagingError, check_competition,
                                       gpus_in_log, read_build_file, run_checked)
@@ -39,11 +41,6 @@ from submission.kaggle_env import KagglePaths
 from submission.scoring import format_score, score_submission
 from submission.writer import SubmissionError, prefill, read_submission, validate_submission
 
-# The versions in Kaggle's image (built on Colab's runtime; Colab's published GPU pip freeze of
-# 2026, Python 3.12, torch 2.11+cu128). The rehearsal installs these where the package index has a
-# wheel for this Python, and borrows this machine's copy otherwise.
-KAGGLE_IMAGE_VERSIONS = {"numpy": "2.0.2", "numba": "0.60.0", "llvmlite": "0.43.0", "safetensors": "0.7.0",
-                         "orjson": "3.11.9", "einops": "0.8.2"}
 # Also in Kaggle's image, borrowed from this machine with their dependencies (torch: its CPU build).
 BORROWED = ("torch", "scipy", "tqdm", "matplotlib")
 # An address where nothing listens: any HTTP(S) request of pip or of the code fails at once.
@@ -151,7 +148,7 @@ def stage_kaggle_folders(layout: Layout, config: RehearsalConfig, mount: str, ro
     paths = KagglePaths(input_root=root / "input", working_root=root / "working")
     competition = paths.input_root / mount
     competition.mkdir(parents=True)
-    shutil.copy2(config.challenges, competition / kaggle_env.TEST_CHALLENGES)
+    shutil.copy2(config.challenges, competition / TEST_CHALLENGES)
     for slug, folder in layout.datasets().items():
         if slug not in config.detach:
             shutil.copytree(folder, paths.input_root / slug, ignore=shutil.ignore_patterns(DATASET_METADATA))
@@ -339,7 +336,7 @@ def unprivileged_user(python: Path) -> tuple[int, int] | None:
 
 def notebook_env(paths: KagglePaths, config: RehearsalConfig) -> dict[str, str]:
     env = offline_pip_env(os.environ)
-    for key in ("PYTHONPATH", "VIRTUAL_ENV", kaggle_env.RERUN_ENV, NOTEBOOK_SECONDS_ENV):
+    for key in ("PYTHONPATH", "VIRTUAL_ENV", RERUN_ENV, NOTEBOOK_SECONDS_ENV):
         env.pop(key, None)  # nothing from this shell may stand in for what Kaggle provides
     for key in [key for key in env if key.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")]:
         del env[key]
@@ -348,9 +345,9 @@ def notebook_env(paths: KagglePaths, config: RehearsalConfig) -> dict[str, str]:
     env.update(offline, PIP_NO_INDEX="1", HOME=str(paths.working_root),
                PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
     env.update({kaggle_env.INPUT_ENV: str(paths.input_root), kaggle_env.WORKING_ENV: str(paths.working_root),
-                kaggle_env.RUN_TYPE_ENV: "Interactive"})
+                RUN_TYPE_ENV: "Interactive"})
     if config.rerun:
-        env[kaggle_env.RERUN_ENV] = "True"
+        env[RERUN_ENV] = "True"
     if config.time_limit is not None:
         env[NOTEBOOK_SECONDS_ENV] = f"{config.time_limit:g}"
     return env

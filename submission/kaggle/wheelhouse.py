@@ -29,8 +29,6 @@ WHEEL_PACKAGES = (
     "einops>=0.6",  # imported by adam_atan2_pytorch's __init__; a no-op install if the image has it
     "orjson>=3.9",  # task and submission JSON; a no-op install if the image has it
 )
-KAGGLE_PYTHONS = ("3.11", "3.12", "3.13")  # what Kaggle's image has run and may run next
-KAGGLE_PLATFORM = "manylinux2014_x86_64"  # pip also accepts the older manylinux tags below it
 
 
 def wheel_names() -> list[str]:

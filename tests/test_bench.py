@@ -1,16 +1,13 @@
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+import bench.submission
+import bench.train
 from bench.train import network_call_flops, peak_tflops_for, supervision_step_flops
 from pretrain.config import ModelConfig, hrm, trm_att, trm_mlp
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import call_main, run_cli
 
 
 def small_trm(**changes) -> ModelConfig:
@@ -92,30 +89,42 @@ def test_peak_table_matches_device_names():
     assert peak_tflops_for("Tesla T4") is None
 
 
-def test_bench_runs_on_cpu_and_prints_json():
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "bench.train", "--device", "cpu", "--preset", "tiny",
-                             "--steps", "2", "--warmup", "1", "--json"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    seconds = time.perf_counter() - start
-    assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+TRAIN_ARGS = ("--device", "cpu", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--json")
+
+
+def check_train_rows(stdout: str) -> None:
+    rows = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     assert len(rows) == 1
     row = rows[0]
     assert row["preset"] == "tiny" and row["canvas"] == 10 and row["batch"] == 32 and not row["compile"]
+    assert row["steps"] == row["steps_requested"] == 2 and row["first_step_s"] > 0
     assert row["sample_steps_per_s"] > 0 and row["tokens_per_s"] == pytest.approx(row["sample_steps_per_s"] * 104)
     assert row["mfu"] is None and row["memory_kind"].startswith("cpu")
+
+
+def test_bench_runs_on_cpu_and_prints_json(capsys):
+    code, out, err = call_main(bench.train.main, capsys, *TRAIN_ARGS)
+    assert code == 0, err
+    check_train_rows(out)
+
+
+@pytest.mark.cli
+def test_the_training_benchmark_command_prints_json():
+    start = time.perf_counter()
+    result = run_cli(["-m", "bench.train", *TRAIN_ARGS], timeout=120)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    check_train_rows(result.stdout)
     assert seconds < 60, f"took {seconds:.0f} s"
 
 
-def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path):
+@pytest.mark.usefixtures("one_thread")
+def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path, capsys):
     out = tmp_path / "result.json"
-    result = subprocess.run([sys.executable, "-m", "bench.submission", "--suite", "small-arc", "--source",
-                             "synthetic:3/2/colour_map", "--max-side", "5", "--seconds-per-task", "12", "--workers", "1",
-                             "--compare-selectors", "--fresh", "--json", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=180,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr
+    code, stdout, err = call_main(bench.submission.main, capsys, "--suite", "small-arc", "--source",
+                                  "synthetic:3/2/colour_map", "--max-side", "5", "--seconds-per-task", "12",
+                                  "--workers", "1", "--compare-selectors", "--fresh", "--json", out)
+    assert code == 0, err
     data = json.loads(out.read_text())
     assert data["tasks"] == 3 and data["outputs"] == 3 and len(data["per_task"]) == 3
     assert data["settings"]["workers"] == 1 and data["settings"]["cpus"] and len(data["settings"]["load_before"]) == 3
@@ -124,7 +133,7 @@ def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path):
     assert all(row["steps"] > 0 for row in data["per_task"])
     # pass@2 of the written file agrees with the ranked candidates
     assert data["pass@2_file"]["per_task"] == data["candidates"]["pass@2"]["per_task"]
-    row = result.stdout.strip().splitlines()[-1]
+    row = stdout.strip().splitlines()[-1]
     assert row.startswith("| synthetic:3/2/colour_map, within 5x5 | 3 (3 outputs) | 12 s x 1 workers | fresh | cpu |")
 
 
@@ -136,11 +145,9 @@ def test_small_arc_benchmark_keeps_its_floor(tmp_path):
     candidates, 1 of 16 in the two attempts); the tuned preset passes it too.
     A broken augmentation inversion, selection or fine-tuning falls to 0."""
     out = tmp_path / "result.json"
-    result = subprocess.run([sys.executable, "-m", "bench.submission", "--suite", "small-arc", "--dataset", "arc-agi-1",
-                             "--split", "train", "--max-side", "8", "--limit", "12", "--steps", "300",
-                             "--seconds-per-task", "600", "--fresh", "--json", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=3600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = run_cli(["-m", "bench.submission", "--suite", "small-arc", "--dataset", "arc-agi-1", "--split", "train",
+                      "--max-side", "8", "--limit", "12", "--steps", "300", "--seconds-per-task", "600", "--fresh",
+                      "--json", out], timeout=3600)
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert not data["unfinished"] and all(row["steps"] == 300 for row in data["per_task"])

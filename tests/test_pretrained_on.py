@@ -3,14 +3,13 @@ those tasks is refused in one line unless asked for."""
 
 import dataclasses
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 import torch
 
+import bench.submission
 import make_submission
 from arc_data.overlap import pair_key
 from arc_data.sources import load_source
@@ -23,8 +22,8 @@ from pretrain.export import (PRETRAINED_ON, ExportError, export_network, export_
 from pretrain.model import build_model
 from pretrain.presets import tiny
 from pretrain.trainer import Trainer
+from tests.helpers import call_main
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN, HELD_OUT = "synthetic:6/0/colour_map+flip_lr", "synthetic:2/1/colour_map"
 OLD = b'{"old": "file"}'
 
@@ -117,12 +116,11 @@ def test_the_flag_or_hidden_solutions_let_it_run(exported, tmp_path, capsys, all
     assert make_submission.main(args) == 0, capsys.readouterr().err
 
 
-def test_the_benchmark_suite_refuses_too(exported):
-    result = subprocess.run([sys.executable, "-m", "bench.submission", "--suite", "small-arc", "--source", TRAIN,
-                             "--checkpoint", str(exported), "--seconds-per-task", "5"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert "was pretrained on 6 of the 6 tasks to score" in result.stderr
+def test_the_benchmark_suite_refuses_too(exported, capsys):
+    code, _, err = call_main(bench.submission.main, capsys, "--suite", "small-arc", "--source", TRAIN,
+                             "--checkpoint", exported, "--seconds-per-task", "5")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "was pretrained on 6 of the 6 tasks to score" in err
 
 
 def test_the_record_of_the_small_arc_sources_holds_no_evaluated_task():

@@ -501,7 +501,7 @@ def read_official(checkpoint: Path | str, config: Path | str | None = None, reci
     return OfficialNetwork(model, puzzle_mean, table, prefix)
 
 
-def import_checkpoint(checkpoint: Path | str, out_dir: Path | str, config: Path | str | None = None,
+def import_checkpoint(checkpoint: Path | str, out_dir: Path | str, *, config: Path | str | None = None,
                       recipe: str | None = None, sets: Sequence[str] = (),
                       keep_puzzle_table: bool = False) -> Imported:
     """Import ``checkpoint`` into an export in ``out_dir``; raises ``OfficialImportError`` (one line)
@@ -555,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         sets = [item for group in args.set for item in group]
-        result = import_checkpoint(args.checkpoint, args.out, args.config, args.recipe, sets, args.keep_puzzle_table)
+        result = import_checkpoint(args.checkpoint, args.out, config=args.config, recipe=args.recipe, sets=sets,
+                                   keep_puzzle_table=args.keep_puzzle_table)
     except OfficialImportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -42,7 +42,7 @@ class StepBytes:
         return max(0, int((budget_bytes - self.fixed) // max(self.per_sample, 1.0)))
 
 
-def _probe_batch(config: ModelConfig, side: int, batch: int, device: torch.device, seed: int):
+def _probe_batch(config: ModelConfig, side: int, batch: int, device: torch.device, *, seed: int):
     g = torch.Generator().manual_seed(seed)
     cells = side * side
     tokens = torch.randint(2, config.vocab, (batch, cells), generator=g).to(device)
@@ -54,7 +54,7 @@ def _probe_batch(config: ModelConfig, side: int, batch: int, device: torch.devic
 def _training_step(model: RecursiveModel, side: int, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and loss of one supervision step from the initial carry; returns (loss, puzzle leaf)."""
     device = model.y_init.device
-    tokens, labels, puzzle = _probe_batch(model.config, side, batch, device, seed)
+    tokens, labels, puzzle = _probe_batch(model.config, side, batch, device, seed=seed)
     model.train()
     carry = model.initial_carry(batch, device, side=side)
     _, logits, q_logits = model(carry, tokens, puzzle)
@@ -95,7 +95,7 @@ def _cuda_peak_bytes(model: RecursiveModel, side: int, batch: int, seed: int) ->
     return peak
 
 
-def measure_bytes_per_sample(model: RecursiveModel, side: int, method: str | None = None,
+def measure_bytes_per_sample(model: RecursiveModel, side: int, method: str | None = None, *,
                              samples: tuple[int, int] = PROBE_SAMPLES, seed: int = 0) -> StepBytes:
     """Bytes per sample of one training step at this canvas, from two probe steps of ``samples``.
 
@@ -118,7 +118,7 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 def auto_micro_batch(model_config: ModelConfig, side: int, batch: int, device: torch.device | str,
-                     dtype: torch.dtype, budget_bytes: float | None = None,
+                     dtype: torch.dtype, *, budget_bytes: float | None = None,
                      activation_checkpointing: bool = False) -> int:
     """The micro-batch for ``batch`` samples per step at this canvas: all of them when they fit.
 

@@ -7,7 +7,7 @@ reordered, a few pairs corrected) and one more as a colour-permuted copy under a
 share pairs with evaluation tasks ``070dd51e`` and ``50a16a69``. Two tasks overlap when they share an
 id, or share content: any example pair (a demonstration pair, or a test input with its known
 output), compared as grids, so the JSON layout, key order and pair order do not matter. A task
-whose test outputs are hidden is compared by its demonstrations.
+whose test outputs are not given is compared by its demonstrations.
 
 Augmented copies count: a pair matches a pair that is one of the 8 dihedral transforms of it with
 its colours 1..9 permuted (0 stays), because pretraining trains on exactly those versions of every

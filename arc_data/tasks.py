@@ -18,7 +18,7 @@ class Task:
     id: str
     train: tuple[Pair, ...]
     test_inputs: tuple[np.ndarray, ...]
-    test_outputs: tuple[np.ndarray, ...] | None = None  # None when the solutions are hidden
+    test_outputs: tuple[np.ndarray, ...] | None = None  # None when the solutions are not given
 
     @property
     def has_solutions(self) -> bool:

@@ -222,9 +222,9 @@ class _SubmissionFile:
     """The submission as it grows: each outcome goes in at once, the file is rewritten (atomically)
     at most every ``WRITE_EVERY`` seconds, and whenever ``flush`` is called."""
 
-    def __init__(self, out: Path, hidden: list[Task]):
-        self.out, self.hidden = out, hidden
-        self.submission = prefill(hidden)
+    def __init__(self, out: Path, unsolved: list[Task]):
+        self.out, self.unsolved = out, unsolved
+        self.submission = prefill(unsolved)
         self.written_at, self.dirty = -math.inf, True
         self.flush()
 
@@ -239,7 +239,7 @@ class _SubmissionFile:
 
     def flush(self) -> None:
         if self.dirty:
-            write_submission(self.out, self.submission, self.hidden)
+            write_submission(self.out, self.submission, self.unsolved)
             self.written_at, self.dirty = time.monotonic(), False
 
 
@@ -248,22 +248,22 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
     """Fill ``out`` with the best attempts found for ``tasks`` within ``time_limit`` seconds."""
     start = time.monotonic()
     deadline = start + time_limit - STOP_MARGIN
-    hidden = [t.without_solutions() for t in tasks]
-    file = _SubmissionFile(out, hidden)
+    unsolved = [t.without_solutions() for t in tasks]
+    file = _SubmissionFile(out, unsolved)
     summary = RunSummary()
     devices = worker_devices(workers)
-    ordered = sorted(hidden, key=task_size)
-    size = config.shard_size(len(hidden), len(devices))
+    ordered = sorted(unsolved, key=task_size)
+    size = config.shard_size(len(unsolved), len(devices))
     pending = [_Shard(ordered[i:i + size]) for i in range(0, len(ordered), size)]
 
-    bar = progress(total=len(hidden), desc="tasks", disable=quiet, mininterval=10)
+    bar = progress(total=len(unsolved), desc="tasks", disable=quiet, mininterval=10)
     pool = _Pool(devices, network, config, solve_shard)
 
     def record(outcome: TaskOutcome) -> None:
         summary.outcomes[outcome.task_id] = outcome
         file.add(outcome)
         bar.update(1)
-        bar.set_postfix(projected=f"{(time.monotonic() - start) * len(hidden) / len(summary.outcomes):.0f}s")
+        bar.set_postfix(projected=f"{(time.monotonic() - start) * len(unsolved) / len(summary.outcomes):.0f}s")
 
     try:
         while (pending or pool.busy()) and pool.workers and time.monotonic() < deadline:
@@ -293,7 +293,7 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
         pool.stop()
         file.flush()
     summary.seconds = time.monotonic() - start
-    summary.unfinished = [t.id for t in hidden if t.id not in summary.outcomes]
+    summary.unfinished = [t.id for t in unsolved if t.id not in summary.outcomes]
     return summary
 
 

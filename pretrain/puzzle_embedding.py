@@ -75,7 +75,9 @@ class PuzzleEmbedding:
         if storage not in STORAGES:
             raise ValueError(f"puzzle table storage must be one of {STORAGES}, got {storage!r}")
         self.device, self.storage = torch.device(device), storage
-        self.weight = self._place(torch.zeros(num_ids, dim))
+        # Allocated where it lives: a device table never passes through host memory (1.4 GiB for ARC-AGI-1).
+        home = self.device if storage == "device" else torch.device("cpu")
+        self.weight = self._place(torch.zeros(num_ids, dim, device=home))
         self._pending: list[tuple[Tensor, Tensor]] = []  # (ids (B,), looked-up rows (B, dim)) since the last step
 
     @property

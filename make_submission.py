@@ -163,8 +163,8 @@ def argument_problem(args: argparse.Namespace) -> str | None:
 def write_fallback(out: Path, tasks: list[Task]) -> None:
     """A complete, valid file before the run, written once the input (tasks, network) has loaded: bad
     input leaves an existing file as it was, and a crash during the run leaves a valid one."""
-    hidden = [task.without_solutions() for task in tasks]
-    write_submission(out, prefill(hidden), hidden)
+    unsolved = [task.without_solutions() for task in tasks]
+    write_submission(out, prefill(unsolved), unsolved)
 
 
 def report_outcomes(tasks: list[Task], summary: RunSummary, out: Path, seconds: float) -> int:

@@ -61,7 +61,8 @@ def encode_stream(tasks, tables, twin_every: int, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.augment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-aug", type=int, default=1000, help="augmentations per task (default 1000)")
     parser.add_argument("--twin-every", type=int, default=20,
                         help="run every N-th augmentation through the NumPy twin too (default 20)")

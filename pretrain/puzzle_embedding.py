@@ -91,10 +91,6 @@ class PuzzleEmbedding:
         table = table.cpu()
         return table.pin_memory() if self.device.type == "cuda" else table
 
-    def device_bytes(self) -> int:
-        """Bytes of the table held on the compute device between steps."""
-        return self.weight.nbytes if self.weight.device == self.device else 0
-
     @property
     def num_ids(self) -> int:
         return self.weight.shape[0]

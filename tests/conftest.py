@@ -15,9 +15,20 @@ def rng(request) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def torch_on_one_thread():
+    """Every test computes on one thread, as the commands under test do (OMP_NUM_THREADS=1): the tests'
+    networks are small, and on a shared 2-core machine two threads per process made some tests ten to
+    thirty times slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
-    """Small forward passes run faster on one thread, and much faster on a loaded machine."""
+    """One thread for this test (every test has it already: see ``torch_on_one_thread``)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

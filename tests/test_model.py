@@ -12,9 +12,9 @@ from pretrain.model import (HRM, TRM, TRUNC_STD, apply_rope, build_model, build_
 # ---------------------------------------------------------------------------------------------
 # Parameter counts
 
-# One attention block at the paper size: qkv 512x1536 + out 512x512 + gate-up 512x3072 + down 1536x512.
+# One attention block at the paper size: qkv 512x1536 + out 512x512 + gate-up 512x3072 + down 1536x512
+# = 3,407,872.
 ATT_BLOCK = 512 * 1536 + 512 * 512 + 512 * 3072 + 1536 * 512
-assert ATT_BLOCK == 3_407_872
 HEADS = 12 * 512 + 512 * 12 + (512 * 2 + 2)  # token embedding + lm_head + q_head with bias = 13,314
 # TRM-MLP: the sequence-mixing SwiGLU acts on the 916-long axis (16 prefix + 900 cells); its inner size
 # follows the reference rule round(4 * 916 * 2/3) = 2443 -> next multiple of 256 = 2560, so per block

@@ -19,13 +19,13 @@ from arc_data.grids import ArcDataError
 from pretrain import checkpoint
 from pretrain.distributed import setup_world, teardown_world
 from pretrain.model import build_model, count_parameters
-from pretrain.presets import PRESETS, RunConfig
+from pretrain.presets import RUN_PRESETS, RunConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--preset", choices=sorted(RUN_PRESETS), default="tiny")
     parser.add_argument("--out", type=Path, help="run folder (default runs/PRESET)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
@@ -70,7 +70,7 @@ def _micro_batch(text: str) -> int | str:
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    config = PRESETS[args.preset]()
+    config = RUN_PRESETS[args.preset]()
     top = {"steps": args.steps, "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every}
     config = dataclasses.replace(config, **{k: v for k, v in top.items() if v is not None})
     if args.compile is not None:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ArcDataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except MemoryError as error:  # not even one sample per micro-batch fits the device
+    except MemoryError as error:  # not even one sample per micro-batch fits (measured, or halved down to 1)
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

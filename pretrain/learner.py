@@ -12,12 +12,15 @@ Micro-batches: the slots go through forward and backward ``micro_batch`` at a ti
 gradients add up (the loss is already divided by the global batch), so one optimizer step sees the
 gradient of the whole batch. Halting, its exploration draws, the puzzle rows' sign-SGD and the
 metrics are formed once for the whole batch, so every result is that of the full batch up to float
-rounding; only the memory a step needs changes.
+rounding; only the memory a step needs changes. The slots' carry is written once every micro-batch
+has run, so a step that runs out of GPU memory part-way can run again, at half the micro-batch, from
+the carry it started with (``train_step(..., halve_on_oom=True)``, as pretraining does).
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,7 +75,7 @@ class Learner:
                  compile: bool | None = None, puzzle_storage: str = "device"):
         """``compile``: torch.compile the network's supervision step (and the EMA's); None: on CUDA.
         ``puzzle_storage``: where the puzzle table lives, see ``PuzzleEmbedding``."""
-        self.model_config, self.optim, self.world, self.dtype = model_config, optim, world, dtype
+        self.model_config, self.optim, self.world, self.dtype, self.seed = model_config, optim, world, dtype, seed
         self.model = model if model is not None else build_model(model_config, dtype, seed, world.device)
         self.model.activation_checkpointing = optim.activation_checkpointing
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if optim.ema_decay > 0 else None
@@ -92,21 +95,32 @@ class Learner:
         self.lr_factor: float | None = None
         # Halting exploration draws: the same generator on every rank, each rank using its slice.
         self.halt_generator = torch.Generator(world.device).manual_seed(seed)
-        self._micro_batches: dict[tuple[int, int], int] = {}  # (canvas, local batch) -> chosen micro-batch
+        # (canvas, local batch) -> the micro-batch measured ("auto") or halved after running out of memory
+        self._micro_batches: dict[tuple[int, int], int] = {}
 
     def micro_batch_size(self, side: int, batch: int) -> int:
         """Samples per forward/backward pass for ``batch`` slots on a side x side canvas."""
-        setting = self.optim.micro_batch
-        if setting is None:
-            return batch
-        if setting != "auto":
-            return min(int(setting), batch)
-        key = (side, batch)
-        if key not in self._micro_batches:
-            self._micro_batches[key] = auto_micro_batch(
-                self.model_config, side, batch, self.world.device, self.dtype,
-                activation_checkpointing=self.optim.activation_checkpointing)
-        return self._micro_batches[key]
+        setting, key = self.optim.micro_batch, (side, batch)
+        if setting == "auto":
+            if key not in self._micro_batches:
+                self._micro_batches[key] = auto_micro_batch(
+                    self.model_config, side, batch, self.world.device, self.dtype,
+                    activation_checkpointing=self.optim.activation_checkpointing)
+            return self._micro_batches[key]
+        configured = batch if setting is None else min(int(setting), batch)
+        return min(configured, self._micro_batches.get(key, batch))
+
+    def halve_micro_batch(self, side: int, batch: int) -> int:
+        """Remember half the current micro-batch for ``batch`` slots on this canvas; returns it.
+        Raises MemoryError when it is already 1 (nothing smaller to try)."""
+        micro = self.micro_batch_size(side, batch)
+        if micro == 1:
+            raise MemoryError(f"out of GPU memory at micro-batch 1 on canvas {side} (local batch {batch}): "
+                              "not even one sample's step fits the device")
+        self._micro_batches[(side, batch)] = micro // 2
+        print(f"rank {self.world.rank}: out of GPU memory at micro-batch {micro} on canvas {side}; "
+              f"going on at {micro // 2}", flush=True)
+        return micro // 2
 
     def warmup_factor(self) -> float:
         return min(1.0, (self.step + 1) / max(1, self.optim.lr_warmup_steps))
@@ -143,7 +157,20 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.puzzles.load_state_dict(state["puzzles"])
         self.step = state["step"]
-        self.halt_generator.set_state(state["halt_generator"].cpu())
+        self._load_halt_generator(state["halt_generator"].cpu())
+
+    def _load_halt_generator(self, saved: Tensor) -> None:
+        """The saved halting generator; one saved on another device type (its state has another size,
+        e.g. a CPU run resumed on a GPU) cannot be restored, so the generator is reseeded from
+        (seed, step) instead: the same draws on every rank and every time this checkpoint is resumed."""
+        if saved.numel() == self.halt_generator.get_state().numel():
+            self.halt_generator.set_state(saved)
+            return
+        reseed = int(np.random.SeedSequence([self.seed, self.step]).generate_state(1)[0])
+        self.halt_generator.manual_seed(reseed)
+        if self.world.is_main:
+            print(f"halting draws: the checkpoint's generator is from another device type; reseeded from "
+                  f"seed {self.seed} and step {self.step}", flush=True)
 
 
 class Slots:
@@ -199,27 +226,28 @@ class Slots:
         return tensor.pin_memory().to(self.world.device, non_blocking=True)
 
 
-def train_step(learner: Learner, slots: Slots, source: SampleSource) -> dict[str, Tensor]:
+def train_step(learner: Learner, slots: Slots, source: SampleSource,
+               halve_on_oom: bool = False) -> dict[str, Tensor]:
     """Refill halted slots, run one supervision step, update network, puzzle rows and EMA.
 
     The slots go through forward and backward ``learner.micro_batch_size`` at a time, their
-    gradients adding up to the whole batch's. Returns metric sums over the global batch (see
-    ``losses.act_loss``), already summed over ranks.
+    gradients adding up to the whole batch's. ``halve_on_oom``: after running out of GPU memory
+    there, run them again at half the micro-batch (see ``_forward_backward_halving``). Returns
+    metric sums over the global batch (see ``losses.act_loss``), already summed over ranks.
     """
     model, optim, world = learner.model, learner.optim, learner.world
     slots.refill(model, source)
     model.train()
-    micro = learner.micro_batch_size(slots.side, slots.local_batch)
-    loss_sum, q_parts, term_parts = 0.0, [], []
-    for start in range(0, slots.local_batch, micro):
-        part = slice(start, min(start + micro, slots.local_batch))
-        loss, q_logits, terms = _micro_step(learner, slots, part)
-        loss_sum, q_parts, term_parts = loss_sum + loss, q_parts + [q_logits], term_parts + [terms]
+    if halve_on_oom:
+        loss_sum, q_logits, step_terms = _forward_backward_halving(learner, slots)
+    else:
+        loss_sum, q_logits, step_terms = _forward_backward(
+            learner, slots, learner.micro_batch_size(slots.side, slots.local_batch))
     slots.steps += 1
-    halted = halt_decision(torch.cat(q_parts), slots.steps, learner.model_config, training=True,
+    halted = halt_decision(q_logits, slots.steps, learner.model_config, training=True,
                            generator=learner.halt_generator,
                            slots=(world.rank * slots.local_batch, optim.global_batch))
-    metrics = act_metrics(StepTerms.cat(term_parts), halted, slots.steps)
+    metrics = act_metrics(step_terms, halted, slots.steps)
 
     warm = learner.step_lr_factor()
     _all_reduce_gradients(model, world)
@@ -240,10 +268,53 @@ def train_step(learner: Learner, slots: Slots, source: SampleSource) -> dict[str
     return dict(zip(metrics.keys(), summed))
 
 
-def _micro_step(learner: Learner, slots: Slots, part: slice) -> tuple[Tensor, Tensor, StepTerms]:
-    """Forward and backward of the slots in ``part``; their carry is updated in place.
+def _forward_backward_halving(learner: Learner, slots: Slots) -> tuple[Tensor, Tensor, StepTerms]:
+    """``_forward_backward`` at the learner's micro-batch; after running out of GPU memory, the failed
+    attempt's gradients and puzzle lookups are dropped, its memory freed, and the slots run again,
+    from the carry they started with, at half the micro-batch (kept for later steps). Raises
+    MemoryError when even a micro-batch of 1 does not fit."""
+    while True:
+        micro = learner.micro_batch_size(slots.side, slots.local_batch)
+        try:
+            return _forward_backward(learner, slots, micro)
+        except torch.cuda.OutOfMemoryError:
+            pass  # handled below, once the traceback that holds the attempt's tensors is gone
+        _drop_failed_attempt(learner)
+        learner.halve_micro_batch(slots.side, slots.local_batch)
 
-    Returns the (detached) loss, q logits and metric terms of these slots.
+
+def _drop_failed_attempt(learner: Learner) -> None:
+    """Forget a failed forward/backward's gradients and lookups, and give its memory back."""
+    learner.optimizer.zero_grad(set_to_none=True)
+    learner.puzzles.zero_grad()
+    gc.collect()  # the attempt's autograd graph may sit in reference cycles
+    if learner.world.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _forward_backward(learner: Learner, slots: Slots, micro: int) -> tuple[Tensor, Tensor, StepTerms]:
+    """Forward and backward of every slot, ``micro`` at a time; returns the loss summed over them,
+    the q logits (local batch, 2) and the metric terms.
+
+    The new carry goes into the slots only once every micro-batch has run: a step that fails
+    part-way (out of memory) leaves the slots as they were, so it can be run again.
+    """
+    loss_sum, q_parts, term_parts, carry_parts = 0.0, [], [], []
+    for start in range(0, slots.local_batch, micro):
+        part = slice(start, min(start + micro, slots.local_batch))
+        loss, q_logits, terms, carry = _micro_step(learner, slots, part)
+        loss_sum, q_parts, term_parts = loss_sum + loss, q_parts + [q_logits], term_parts + [terms]
+        carry_parts.append((part, carry))
+    for part, carry in carry_parts:
+        slots.carry.y[part] = carry.y
+        slots.carry.z[part] = carry.z
+    return loss_sum, torch.cat(q_parts), StepTerms.cat(term_parts)
+
+
+def _micro_step(learner: Learner, slots: Slots, part: slice) -> tuple[Tensor, Tensor, StepTerms, Carry]:
+    """Forward and backward of the slots in ``part``.
+
+    Returns the (detached) loss, q logits, metric terms and new carry of these slots.
     """
     model, config = learner.model, learner.model_config
     puzzle_emb = learner.puzzles.lookup(slots.puzzle_ids[part])
@@ -256,9 +327,7 @@ def _micro_step(learner: Learner, slots: Slots, part: slice) -> tuple[Tensor, Te
         target = q_continue_target(next_q, slots.steps[part] + 1 >= config.max_steps)
     loss, terms = act_loss_terms(logits, slots.labels[part].long(), q_logits, learner.optim.global_batch, target)
     loss.backward()
-    slots.carry.y[part] = carry.y
-    slots.carry.z[part] = carry.z
-    return loss.detach(), q_logits.detach(), terms
+    return loss.detach(), q_logits.detach(), terms, carry
 
 
 def _all_reduce_gradients(model: torch.nn.Module, world: World) -> None:

@@ -366,7 +366,10 @@ class RecursiveModel(nn.Module):
         train/eval, grad mode), each compiled once. The canvas side and RoPE tables are settled
         in eager code before the call, so nothing in the graph depends on a symbolic size."""
         # Every canvas, micro-batch and mode is its own graph of the same function: allow enough.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, recompile_limit)
+        # The option is named cache_size_limit before torch 2.7 (requirements.txt admits 2.4).
+        dynamo = torch._dynamo.config
+        option = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+        setattr(dynamo, option, max(getattr(dynamo, option), recompile_limit))
         # Compiled as a plain function of (model, tensors) so a deep copy (the EMA) compiles alike.
         self._compiled_step = torch.compile(type(self).supervision_step, backend=backend, dynamic=False)
 

@@ -2,7 +2,8 @@
 
     run = Trainer(config, out_dir, world); run.train()
 
-Per step: ``train_step`` (refill slots, one supervision step, optimizer and puzzle updates, EMA).
+Per step: ``train_step`` (refill slots, one supervision step, optimizer and puzzle updates, EMA);
+a step that runs out of GPU memory runs again at half the micro-batch (one line says so), down to 1.
 Every ``log_every`` steps rank 0 appends a JSON line to ``metrics.jsonl``; every ``eval_every`` steps
 it evaluates pass@K on the held-out test inputs with the EMA network; every ``checkpoint_every``
 steps all ranks save a checkpoint. ``curves.png`` is redrawn at each evaluation and at the end.
@@ -84,11 +85,13 @@ class Trainer:
             raise RuntimeError(f"{self.out_dir}: rank {self.world.rank} slots are from step {mine['step']}, "
                                f"the checkpoint from step {self.learner.step}")
         device = self.world.device
+        # The carry in this run's compute dtype: one saved by an fp32 run must not keep a bf16 run in fp32.
+        dtype = self.learner.model.compute_dtype
         for c, saved in mine["slots"].items():
             slots = self.slots[c]
             for name in ("inputs", "labels", "puzzle_ids", "steps", "halted"):
                 setattr(slots, name, saved[name].to(device))
-            slots.carry = Carry(saved["carry_y"].to(device), saved["carry_z"].to(device))
+            slots.carry = Carry(saved["carry_y"].to(device, dtype), saved["carry_z"].to(device, dtype))
         return True
 
     # -- the loop ----------------------------------------------------------------------------
@@ -124,25 +127,25 @@ class Trainer:
         sums, window_start, last, self._window_tokens = None, time.perf_counter(), {}, 0
         self._reported_canvases: set[int] = set()
         bar = tqdm(total=total, initial=learner.step, disable=not self.world.is_main, desc="train", mininterval=5)
-        while learner.step < total:
-            canvas = self._canvas_for_step(learner.step)
-            learner.lr_factor = learner.run_lr_factor(total)
-            step_sums = train_step(learner, self.slots[canvas], self.streams[canvas])
-            self._report_micro_batch(canvas)
-            self._window_tokens += cfg.optim.global_batch * (cfg.model.prefix_tokens + canvas * canvas)
-            sums = step_sums if sums is None else {k: sums[k] + v for k, v in step_sums.items()}
-            bar.update(1)
-            if learner.step % cfg.log_every == 0 or learner.step == total:
-                seconds = time.perf_counter() - window_start
-                steps_done = cfg.log_every if learner.step % cfg.log_every == 0 else learner.step % cfg.log_every
-                last = self._record(sums, steps_done, seconds)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", exact=f"{last['exact_accuracy']:.3f}")
-                sums, window_start, self._window_tokens = None, time.perf_counter(), 0
-            if cfg.eval_every and learner.step % cfg.eval_every == 0 or learner.step == total:
-                last |= self._evaluate_and_plot()
-            if learner.step % cfg.checkpoint_every == 0 or learner.step == total:
-                self.save()
-        bar.close()
+        with bar:  # closed however the loop ends, so an error message starts on a line of its own
+            while learner.step < total:
+                canvas = self._canvas_for_step(learner.step)
+                learner.lr_factor = learner.run_lr_factor(total)
+                step_sums = train_step(learner, self.slots[canvas], self.streams[canvas], halve_on_oom=True)
+                self._report_micro_batch(canvas)
+                self._window_tokens += cfg.optim.global_batch * (cfg.model.prefix_tokens + canvas * canvas)
+                sums = step_sums if sums is None else {k: sums[k] + v for k, v in step_sums.items()}
+                bar.update(1)
+                if learner.step % cfg.log_every == 0 or learner.step == total:
+                    seconds = time.perf_counter() - window_start
+                    steps_done = cfg.log_every if learner.step % cfg.log_every == 0 else learner.step % cfg.log_every
+                    last = self._record(sums, steps_done, seconds)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", exact=f"{last['exact_accuracy']:.3f}")
+                    sums, window_start, self._window_tokens = None, time.perf_counter(), 0
+                if cfg.eval_every and learner.step % cfg.eval_every == 0 or learner.step == total:
+                    last |= self._evaluate_and_plot()
+                if learner.step % cfg.checkpoint_every == 0 or learner.step == total:
+                    self.save()
         return last
 
     def _report_micro_batch(self, canvas: int) -> None:

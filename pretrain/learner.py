@@ -330,6 +330,17 @@ def _micro_step(learner: Learner, slots: Slots, part: slice) -> tuple[Tensor, Te
     return loss.detach(), q_logits.detach(), terms, carry
 
 
+def warm_up_train_step(learner: Learner, side: int, batch: int) -> None:
+    """Forward and backward of every micro-batch a step of ``batch`` slots on this canvas runs, on
+    blank samples, then their gradients and puzzle lookups dropped: the network, the puzzle rows and
+    the real slots stay as they were. A compiled step compiles its graphs here, before timed work."""
+    blank = Slots(learner.model, batch, learner.world, side)
+    learner.model.train()
+    _forward_backward(learner, blank, learner.micro_batch_size(side, batch))
+    learner.optimizer.zero_grad(set_to_none=True)
+    learner.puzzles.zero_grad()
+
+
 def _all_reduce_gradients(model: torch.nn.Module, world: World) -> None:
     """Sum gradients over ranks (the loss is already divided by the global batch), one flat buffer."""
     if not world.distributed:

@@ -377,6 +377,10 @@ class RecursiveModel(nn.Module):
     def compiled(self) -> bool:
         return self._compiled_step is not None
 
+    def uncompile_step(self) -> None:
+        """Run the supervision step eagerly again (after a compile error)."""
+        self._compiled_step = None
+
     def _call_net(self, net: nn.Module, h: Tensor, rope: Rope) -> Tensor:
         """One network call; with activation checkpointing only its input is kept for backward."""
         if self.activation_checkpointing and torch.is_grad_enabled():

@@ -53,6 +53,8 @@ from submission.network import Network
 from submission.schedule import FinetuneSchedule, inference_reserve
 from augment.voting import SELECTORS, rank_candidates
 
+# Views a CPU predicts to time inference (its time per view hardly depends on the batch).
+CPU_PROBE_VIEWS = 8
 # Ranked candidates kept per test input (enough for pass@K reports).
 KEEP_CANDIDATES = 100
 # Runs of a phase that runs out of GPU memory: the configured batch, then half, then a quarter.
@@ -406,22 +408,33 @@ def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, canvas:
     views = [task_views(g.task, g.table, g.first_id, min(config.views, len(g.table)), canvas) for g in groups]
     rows = [len(v.inputs) for v in views]
     seconds_per_view = _seconds_per_view(learner, max(views, key=lambda v: len(v.inputs)), config, canvas, device)
-    padded = learner.model.compiled  # a compiled model runs every batch at full size
-    first_batches = sum(config.inference_batch if padded else min(config.inference_batch, r) for r in rows)
-    return inference_reserve(seconds_per_view, sum(rows), seconds, minimum_views=first_batches)
+    # The least prediction of a task: a compiled network's whole first batch (every batch runs at
+    # full size), an eager one's first view of each test input (its batches follow the time left).
+    if learner.model.compiled:
+        first_views = config.inference_batch * len(rows)
+    else:
+        first_views = sum(len(g.task.test_inputs) for g in groups)
+    return inference_reserve(seconds_per_view, sum(rows), seconds, minimum_views=first_views)
+
+
+def _view_key(learner: Learner, config: FinetuneConfig, canvas: int) -> tuple:
+    """What the seconds per predicted view depend on: the network's shape, the canvas, the batch."""
+    model = learner.model
+    return repr(model.config), canvas, config.inference_batch, model.compiled, str(learner.dtype)
 
 
 def _seconds_per_view(learner: Learner, views, config: FinetuneConfig, canvas: int, device: torch.device) -> float:
-    """Seconds to predict one view at the real inference batch, timed on a second call (the first
-    pays one-off costs: a compile, allocator growth) and measured once per worker and shape."""
-    model = learner.model
-    key = (repr(model.config), canvas, config.inference_batch, model.compiled, str(learner.dtype))
+    """Seconds to predict one view, measured once per worker and shape. The probe is a whole
+    inference batch (on an accelerator the time per view depends on the batch; a compiled network
+    pads every batch to full size), run after the warm-up that compiled it; an eager CPU's time per
+    view hardly depends on the batch, so a few views do there."""
+    model, key = learner.model, _view_key(learner, config, canvas)
     if key not in _MEMO.seconds_per_view:
-        rows = min(config.inference_batch, len(views.inputs))
-        probe = views.inputs[:rows], views.puzzle_ids[:rows]
-        predict(model, learner.puzzles, *probe, config.inference_batch, device)
+        eager_cpu = device.type == "cpu" and not model.compiled
+        probe_rows = CPU_PROBE_VIEWS if eager_cpu else config.inference_batch
+        rows = min(probe_rows, len(views.inputs))
         tick = time.perf_counter()
-        predict(model, learner.puzzles, *probe, config.inference_batch, device)
+        predict(model, learner.puzzles, views.inputs[:rows], views.puzzle_ids[:rows], config.inference_batch, device)
         _MEMO.seconds_per_view[key] = (time.perf_counter() - tick) / rows
     return _MEMO.seconds_per_view[key]
 
@@ -430,7 +443,8 @@ def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, c
                   device: torch.device, deadline: float) -> TaskOutcome:
     infer_start = time.perf_counter()
     views = task_views(group.task, group.table, group.first_id, min(config.views, len(group.table)), canvas)
-    log_probs, q_halt = _predict_until(learner, views, inference_batch, device, deadline)
+    seconds_per_view = _MEMO.seconds_per_view.get(_view_key(learner, config, canvas), 0.0)
+    log_probs, q_halt = _predict_until(learner, views, inference_batch, device, deadline, seconds_per_view)
     done = len(q_halt)
     views.inputs, views.puzzle_ids = views.inputs[:done], views.puzzle_ids[:done]
     views.test_index, views.version = views.test_index[:done], views.version[:done]
@@ -448,19 +462,30 @@ def _as_lists(ranked: list) -> list[list[list[list[int]]]]:
     return [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]] for r in ranked]
 
 
-def _predict_until(learner: Learner, views, batch: int, device: torch.device,
-                   deadline: float) -> tuple[np.ndarray, np.ndarray]:
+def _predict_until(learner: Learner, views, batch: int, device: torch.device, deadline: float,
+                   seconds_per_view: float) -> tuple[np.ndarray, np.ndarray]:
     """Predict the views in order, a batch at a time, while the next batch still fits before the
-    deadline; the first batch (which holds the identity view) always runs."""
-    parts, seconds_per_batch = [], 0.0
+    deadline; the first batch (the identity view of every test input first) always runs.
+
+    An eager network sizes each batch to the time left (at ``seconds_per_view``), so a short share
+    still predicts a few views rather than overrunning on a whole batch; a compiled one keeps its
+    batch (one graph per shape) and stops when the next whole batch would end past the deadline."""
     model = learner.model
-    for begin in range(0, len(views.inputs), batch):
-        if parts and time.perf_counter() + seconds_per_batch > deadline:
+    parts, seconds_per_batch, begin = [], 0.0, 0
+    first_views = len(set(views.test_index))  # one view of each test input
+    while begin < len(views.inputs):
+        left = deadline - time.perf_counter()
+        size = batch
+        if not model.compiled and seconds_per_view > 0 and math.isfinite(left):
+            size = min(batch, int(left / seconds_per_view))
+            if not parts:
+                size = max(size, first_views)
+        if parts and (size < 1 or (model.compiled and seconds_per_batch > left)):
             break
         tick = time.perf_counter()
-        parts.append(predict(model, learner.puzzles, views.inputs[begin:begin + batch],
-                             views.puzzle_ids[begin:begin + batch], batch, device))
-        seconds_per_batch = time.perf_counter() - tick
+        parts.append(predict(model, learner.puzzles, views.inputs[begin:begin + size],
+                             views.puzzle_ids[begin:begin + size], batch, device))
+        seconds_per_batch, begin = time.perf_counter() - tick, begin + size
     if not parts:
         return np.zeros((0, views.inputs.shape[1], model.config.vocab), np.float32), np.zeros(0, np.float32)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

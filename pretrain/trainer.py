@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import torch
-from tqdm import tqdm
 
+from arc_data.progress import progress
 from pretrain import checkpoint
 from pretrain.data import PuzzleCatalogue, TrainStream
 from pretrain.distributed import World, default_dtype
@@ -126,7 +126,7 @@ class Trainer:
                   f"{self.dtype}; step {learner.step} of {total}")
         sums, window_start, last, self._window_tokens = None, time.perf_counter(), {}, 0
         self._reported_canvases: set[int] = set()
-        bar = tqdm(total=total, initial=learner.step, disable=not self.world.is_main, desc="train", mininterval=5)
+        bar = progress(total=total, initial=learner.step, disable=not self.world.is_main, desc="train", mininterval=5)
         with bar:  # closed however the loop ends, so an error message starts on a line of its own
             while learner.step < total:
                 canvas = self._canvas_for_step(learner.step)

@@ -12,7 +12,9 @@ Dtypes: parameters are fp32 master weights; every forward computes in ``model.co
 RMSNorm and RoPE compute in fp32 and cast back. Logits and q logits come out in fp32. (A model
 built with dtype=torch.float64 computes everything in fp64; the tests use that for tight checks.)
 
-One call of ``forward`` is one *supervision step* (DESIGN section 2). The caller owns the ACT loop
+One call of ``forward`` is one *supervision step*: the recursions of ``TRM`` or ``HRM`` below, then the
+output and halting heads, with the carry (y, z) passed on detached; training takes one optimizer step
+per supervision step, up to ``max_steps`` of them per sample. The caller owns the ACT loop
 (step counts, halting, refilling slots) and passes the carry back in; ``reset_carry`` puts chosen
 batch slots back to the initial state.
 

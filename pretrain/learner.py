@@ -221,8 +221,10 @@ class Slots:
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         """A host array on this rank's device; through pinned memory, without waiting, on a GPU."""
         tensor = torch.from_numpy(np.ascontiguousarray(array))
-        if self.world.device.type != "cuda":
+        if self.world.device.type == "cpu":
             return tensor
+        if self.world.device.type != "cuda":  # another accelerator (or the dry run's meta device)
+            return tensor.to(self.world.device)
         return tensor.pin_memory().to(self.world.device, non_blocking=True)
 
 

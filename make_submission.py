@@ -33,6 +33,7 @@ from pretrain.import_official import OFFICIAL_RECIPES
 from pretrain.kaggle_facts import KAGGLE_TIME_LIMIT
 from submission import kaggle_env
 from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, fresh_model_config
+from submission.candidates import candidate_records, write_candidates
 from submission.network import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
@@ -73,6 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-side", type=int, metavar="N",
                         help="only the tasks whose every grid (test outputs included when known) fits N x N "
                              "(local runs: the file then holds only those tasks)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every random choice of the run: augmentations, views, fine-tuning order, "
+                             "halting, a fresh network's weights (default 0)")
+    parser.add_argument("--candidates", type=Path, metavar="FILE",
+                        help="also write every candidate with its evidence (votes, confidences, per-view "
+                             "log-probabilities) as JSON lines, to compare selectors offline "
+                             "(python -m bench.submission --selectors FILE)")
     parser.add_argument("--steps", type=int, metavar="N",
                         help="fine-tuning steps per task, for reproducible runs (default: the preset's; "
                              "the cpu preset fine-tunes for the whole time share)")
@@ -114,14 +122,14 @@ def load_tasks(args: argparse.Namespace) -> list[Task]:
 
 
 def load_network(checkpoint: Path | None, recipe: str | None = None, config: Path | None = None,
-                 sets: Sequence[Sequence[str]] = ()) -> Network:
+                 sets: Sequence[Sequence[str]] = (), seed: int = 0) -> Network:
     """The network the run starts from: ``checkpoint`` (see ``Network.from_checkpoint``), or a fresh
     one when it is None (``--fresh``). Raises ``ExportError`` (one line) on any problem."""
     if checkpoint is None:
         if recipe or config or sets:
             raise ExportError("--recipe, --config and --set apply only to a checkpoint file of the official TRM/HRM code")
         print("--fresh: fine-tuning a freshly initialised network on each task")
-        return Network.fresh_init(fresh_model_config())
+        return Network.fresh_init(fresh_model_config(), seed=seed)
     if checkpoint == SHIPPED_NETWORK:
         if not checkpoint.exists():
             raise ExportError(f"{checkpoint}: the shipped network is missing from this installation; "
@@ -195,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = load_tasks(args)
         if not args.allow_pretrained_tasks:
             refuse_pretrained_tasks(args.checkpoint, tasks)
-        network = load_network(args.checkpoint, args.recipe, args.config, args.set)
+        network = load_network(args.checkpoint, args.recipe, args.config, args.set, seed=args.seed)
         write_fallback(args.out, tasks)
     except (ArcDataError, SubmissionError, ExportError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -205,11 +213,15 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, shard_tasks=args.shard_tasks, shard_per_worker=False)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
+    config = dataclasses.replace(config, seed=args.seed, keep_evidence=args.candidates is not None)
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()
     summary = run_submission(tasks, network, config, args.out, args.time_limit, args.workers, args.quiet)
     status = report_outcomes(tasks, summary, args.out, time.monotonic() - started)
+    if args.candidates is not None:
+        write_candidates(args.candidates, candidate_records(tasks, summary.outcomes, args.seed))
+        print(f"wrote the candidates of {len(summary.outcomes)} tasks to {args.candidates}")
     if all(t.has_solutions for t in tasks):
         print(format_score(score_submission(read_submission(args.out), tasks)))
         print(candidate_report(tasks, summary))

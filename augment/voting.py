@@ -91,8 +91,103 @@ def _group(predictions: Sequence[Prediction]) -> list[_Group]:
     return list(groups.values())
 
 
-def _candidate(group: _Group, score: float) -> Candidate:
-    return Candidate(group.grid, len(group.members), group.mean_confidence, float(score), group.key)
+@dataclass
+class Evidence:
+    """One distinct candidate of a test input and everything a selector may rank it by."""
+
+    grid: np.ndarray  # original frame, read-only
+    key: bytes
+    first_seen: int  # position of its first prediction (views in order, the identity first)
+    votes: int  # how many predictions map back to it
+    confidences: list[float]  # sigmoid of the halting logit of each of its votes that carries one
+    view_log_probs: list[float | None]  # the log-probability each scoring view gives it (None: cannot say)
+
+    @property
+    def mean_confidence(self) -> float | None:
+        return float(np.mean(self.confidences)) if self.confidences else None
+
+    @property
+    def mean_log_prob(self) -> float:
+        """The product-of-experts score: the mean log-probability over the views that can express it."""
+        known = [v for v in self.view_log_probs if v is not None]
+        return float(np.mean(known)) if known else -np.inf
+
+    def to_dict(self) -> dict:
+        return {"grid": self.grid.tolist(), "first_seen": self.first_seen, "votes": self.votes,
+                "confidences": self.confidences, "view_log_probs": self.view_log_probs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Evidence":
+        grid = np.array(d["grid"], dtype=np.uint8)
+        grid.setflags(write=False)
+        return cls(grid, grid_key(grid), d["first_seen"], d["votes"], list(d["confidences"]), list(d["view_log_probs"]))
+
+
+def gather_evidence(predictions: Sequence[Prediction]) -> list[Evidence]:
+    """The distinct mapped-back predictions of one test input, in order of first appearance, each
+    with its votes' confidences and, from every view that kept log-probabilities, its log-probability."""
+    scorers = [p for p in predictions if p.log_probs is not None]
+    evidence = []
+    for group in _group(predictions):
+        confidences = [p.confidence for p in group.members if p.confidence is not None]
+        view_log_probs = [candidate_log_prob(group.grid, view) for view in scorers]
+        evidence.append(Evidence(group.grid, group.key, group.first_seen, len(group.members), confidences,
+                                 view_log_probs))
+    return evidence
+
+
+# Rank keys (higher is better) over one candidate's evidence. Every key ends with the first
+# appearance, so a ranking never depends on hash or sort instability.
+def _vote_key(e: Evidence) -> tuple:
+    confidence = e.mean_confidence
+    return e.votes, confidence if confidence is not None else -np.inf, -e.first_seen
+
+
+def _poe_key(e: Evidence) -> tuple:
+    return e.mean_log_prob, e.votes, -e.first_seen
+
+
+def _confidence_key(e: Evidence) -> tuple:
+    confidence = e.mean_confidence
+    return confidence if confidence is not None else -np.inf, e.votes, -e.first_seen
+
+
+def _weighted_vote_key(e: Evidence) -> tuple:
+    return float(np.sum(e.confidences)), e.votes, -e.first_seen
+
+
+def _vote_then_poe_key(e: Evidence) -> tuple:
+    return e.votes, e.mean_log_prob, -e.first_seen
+
+
+def _poe_plus_votes_key(e: Evidence) -> tuple:
+    """The product of experts with the votes as a prior: mean log-probability plus log(votes)."""
+    return e.mean_log_prob + float(np.log(e.votes)) if e.votes else -np.inf, e.votes, -e.first_seen
+
+
+RANK_KEYS: dict[str, Callable[[Evidence], tuple]] = {
+    "vote": _vote_key,  # TRM's rule: votes, ties to the higher mean confidence
+    "poe": _poe_key,  # product of experts over every view's full distribution
+    "confidence": _confidence_key,  # the halting head's mean confidence alone
+    "weighted-vote": _weighted_vote_key,  # each vote weighted by its confidence
+    "vote-poe": _vote_then_poe_key,  # votes, ties to the product of experts
+    "poe+votes": _poe_plus_votes_key,  # product of experts plus log(votes)
+}
+NEEDS_LOG_PROBS = ("poe", "vote-poe", "poe+votes")
+
+
+def rank_evidence(evidence: Sequence[Evidence], selector: str) -> list[Evidence]:
+    """The candidates best first under ``selector``; a selector that needs log-probabilities falls
+    back to ``vote`` when no view kept any."""
+    if selector in NEEDS_LOG_PROBS and not any(v is not None for e in evidence for v in e.view_log_probs):
+        selector = "vote"
+    return sorted(evidence, key=RANK_KEYS[selector], reverse=True)
+
+
+def _candidates(predictions: Sequence[Prediction], selector: str) -> list[Candidate]:
+    ranked = rank_evidence(gather_evidence(predictions), selector)
+    score = RANK_KEYS[selector]
+    return [Candidate(e.grid, e.votes, e.mean_confidence, float(score(e)[0]), e.key) for e in ranked]
 
 
 def vote(predictions: Sequence[Prediction]) -> list[Candidate]:
@@ -103,13 +198,7 @@ def vote(predictions: Sequence[Prediction]) -> list[Candidate]:
     go to the candidate seen first, so the ranking never depends on hash or sort instability.
     ``score`` is the vote count.
     """
-    groups = _group(predictions)
-
-    def rank(group: _Group) -> tuple:
-        confidence = group.mean_confidence
-        return (-len(group.members), -(confidence if confidence is not None else -np.inf), group.first_seen)
-
-    return [_candidate(g, len(g.members)) for g in sorted(groups, key=rank)]
+    return _candidates(predictions, "vote")
 
 
 def candidate_log_prob(grid: np.ndarray, view: Prediction) -> float | None:
@@ -140,18 +229,15 @@ def poe(predictions: Sequence[Prediction]) -> list[Candidate]:
     With no log-probabilities at all (e.g. a model run that did not keep logits) this is ``vote``.
     Predictions without log-probabilities still add candidates and votes but do not score.
     """
-    if all(p.log_probs is None for p in predictions):
-        return vote(predictions)
-    scorers = [p for p in predictions if p.log_probs is not None]
-    scored = []
-    for group in _group(predictions):
-        values = [v for v in (candidate_log_prob(group.grid, view) for view in scorers) if v is not None]
-        scored.append((float(np.mean(values)) if values else -np.inf, group))
-    scored.sort(key=lambda item: (-item[0], -len(item[1].members), item[1].first_seen))
-    return [_candidate(group, score) for score, group in scored]
+    return _candidates(predictions, "poe")
 
 
-SELECTORS: dict[str, Selector] = {"vote": vote, "poe": poe}
+def _selector(name: str) -> Selector:
+    return lambda predictions: _candidates(predictions, name)
+
+
+SELECTORS: dict[str, Selector] = {"vote": vote, "poe": poe,
+                                  **{name: _selector(name) for name in RANK_KEYS if name not in ("vote", "poe")}}
 
 
 def rank_candidates(predictions: Sequence[Prediction], num_test_inputs: int,

@@ -49,6 +49,8 @@ from pretrain.distributed import default_dtype, pick_device
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_projection
 from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
+from submission.candidates import (candidate_records, format_selector_scores, read_candidates,
+                                   selector_scores, write_candidates)
 from submission.finetune import TaskOutcome, solve_shard
 from submission.network import Network
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
@@ -207,11 +209,14 @@ def suite_config(args: argparse.Namespace) -> tuple[FinetuneConfig, dict]:
 
 
 def run_suite(args: argparse.Namespace) -> int:
-    """``--suite small-arc``: the whole pipeline on a size-selected split at a fixed budget per task."""
+    """``--suite small-arc``: the whole pipeline on a size-selected split at a fixed budget per task,
+    once per seed of ``--seeds`` (every random choice of a run follows its seed), so variants can be
+    compared paired: the same seeds, the same tasks."""
     try:
         config, model_changes = suite_config(args)
         tasks = suite_tasks(args)
-        network = load_network(args.checkpoint, model_changes)
+        seeds = parse_seeds(args.seeds)
+        networks = {seed: load_network(args.checkpoint, model_changes, seed=seed) for seed in seeds}
         if args.checkpoint and not args.allow_pretrained_tasks:
             refuse_pretrained_tasks(Path(args.checkpoint), tasks)
     except (ArcDataError, ExportError, OSError, SettingError) as error:
@@ -220,6 +225,49 @@ def run_suite(args: argparse.Namespace) -> int:
     if not tasks:
         print(f"error: no task fits {args.max_side} x {args.max_side}", file=sys.stderr)
         return 2
+    results, records = [], []
+    for seed in seeds:
+        seeded = dataclasses.replace(config, seed=seed, keep_evidence=args.candidates is not None)
+        result, summary = _run_seed(args, tasks, networks[seed], seeded)
+        results.append(result)
+        records += candidate_records(tasks, summary.outcomes, seed)
+        print(format_suite(result))
+    if args.candidates:
+        write_candidates(Path(args.candidates), records)
+    report = results[0] if len(results) == 1 else {"seeds": seeds, "runs": results, **seed_spread(results)}
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    if len(results) > 1:
+        print(format_spread(report))
+    return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SettingError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1") from None
+    if not seeds:
+        raise SettingError("--seeds: give at least one seed")
+    return seeds
+
+
+def seed_spread(results: list[dict]) -> dict:
+    """pass@2 per task of the written files over the seeds: each seed's, their mean and spread."""
+    values = [r["pass@2_file"]["per_task"] for r in results]
+    return {"pass@2_per_seed": values, "pass@2_mean": float(np.mean(values)),
+            "pass@2_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def format_spread(report: dict) -> str:
+    per_seed = ", ".join(f"seed {s}: {100 * v:.2f}%" for s, v in zip(report["seeds"], report["pass@2_per_seed"]))
+    return (f"pass@2 over {len(report['seeds'])} seeds: mean {100 * report['pass@2_mean']:.2f}%, "
+            f"standard deviation {100 * report['pass@2_std']:.2f} points ({per_seed})")
+
+
+def _run_seed(args: argparse.Namespace, tasks: list[Task], network: Network,
+              config: FinetuneConfig) -> tuple[dict, RunSummary]:
+    """One run of the suite at ``config.seed``: its result and the run's summary."""
     sets = " ".join(item for group in args.set for item in group)
     workers = min(args.workers or os.cpu_count() or 1, len(tasks))
     time_limit = args.seconds_per_task * len(tasks) / workers + STOP_MARGIN
@@ -228,22 +276,18 @@ def run_suite(args: argparse.Namespace) -> int:
                                                              if args.max_side else ""),
                 "dataset": args.dataset, "split": args.split, "source": args.source, "max_side": args.max_side,
                 "limit": args.limit, "seconds_per_task": args.seconds_per_task, "workers": workers,
-                "time_limit": time_limit, "preset": args.preset, "finetune": config.to_dict(),
+                "time_limit": time_limit, "preset": args.preset, "finetune": config.to_dict(), "seed": config.seed,
                 "preset_label": args.preset + (f", {args.steps} steps" if args.steps is not None else "")
                 + (f", shards of {config.shard_tasks}" if config.shard_tasks > 1 else "") + (f", {sets}" if sets else ""),
                 "network": args.checkpoint or "fresh", "model": network.config.to_dict(),
                 "compare_selectors": args.compare_selectors, "load_before": os.getloadavg(), **machine()}
-    print(f"{len(tasks)} tasks ({label}), {args.seconds_per_task:.0f} worker-seconds each on {workers} workers: "
-          f"time limit {time_limit:.0f} s; load average {settings['load_before'][0]:.2f}")
+    print(f"{len(tasks)} tasks ({label}), seed {config.seed}, {args.seconds_per_task:.0f} worker-seconds each on "
+          f"{workers} workers: time limit {time_limit:.0f} s; load average {settings['load_before'][0]:.2f}")
     with tempfile.TemporaryDirectory() as folder:
         out = Path(args.submission or Path(folder) / "submission.json")
         summary = run_submission(tasks, network, config, out, time_limit, workers, quiet=True)
         settings["load_after"] = os.getloadavg()
-        result = suite_result(tasks, summary, out, settings)
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    print(format_suite(result))
-    return 0
+        return suite_result(tasks, summary, out, settings), summary
 
 
 def format_suite(result: dict) -> str:
@@ -262,11 +306,11 @@ def format_suite(result: dict) -> str:
     return "\n".join(lines)
 
 
-def load_network(checkpoint: str | None, fresh_changes: dict | None = None) -> Network:
+def load_network(checkpoint: str | None, fresh_changes: dict | None = None, seed: int = 0) -> Network:
     """The network at ``checkpoint`` (an export or an official checkpoint file, as make_submission
-    loads it), or a fresh one (``fresh_changes``: fields of its ModelConfig)."""
+    loads it), or a fresh one (``fresh_changes``: fields of its ModelConfig) drawn from ``seed``."""
     if not checkpoint:
-        return Network.fresh_init(_replaced(fresh_model_config(), fresh_changes or {}, "the model"))
+        return Network.fresh_init(_replaced(fresh_model_config(), fresh_changes or {}, "the model"), seed=seed)
     return Network.from_checkpoint(checkpoint)
 
 
@@ -297,11 +341,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submission", help="suite: keep the submission file here")
     parser.add_argument("--allow-pretrained-tasks", action="store_true",
                         help="suite: score a network even on tasks its pretrained_on.json lists")
+    parser.add_argument("--seeds", default="0", help="suite: run once per seed, e.g. 0,1 (paired comparisons: "
+                                                     "the same seeds for every variant); reports the mean and spread")
+    parser.add_argument("--candidates", help="suite: write every candidate with its evidence here (JSON lines)")
+    parser.add_argument("--selectors", nargs="+", metavar="FILE",
+                        help="compare every selector offline on the candidates in FILE(s) (from --candidates)")
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                         help="suite: change a field of the preset (lr=1e-3) or of the fresh network (model.hidden=128)")
     args = parser.parse_args(argv)
     if args.fresh:
         args.checkpoint = None
+    if args.selectors:
+        records = read_candidates(args.selectors)
+        print(format_selector_scores(selector_scores(records), len(records)))
+        return 0
     if args.suite:
         return run_suite(args)
 

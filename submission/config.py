@@ -41,10 +41,12 @@ class FinetuneConfig:
     translate: bool = True  # random offsets of the demonstration pairs inside the canvas
     views: int = 1000  # augmented views predicted per test input (capped by num_aug and by time)
     inference_batch: int = 256
-    # "poe" (product of experts over views) or "vote" (TRM's rule). Which wins depends on the tasks
+    # How the candidates are ranked: a name of augment.voting.RANK_KEYS, e.g. "poe" (product of
+    # experts over views) or "vote" (TRM's rule). Which wins depends on the tasks
     # (docs/BENCHMARKS.md, "Tuning the `cpu` preset"); the cpu and kaggle-nvarc presets vote.
     selector: str = "poe"
     compare_selectors: bool = False  # also rank with every other selector (for measuring them)
+    keep_evidence: bool = False  # keep every candidate's evidence (votes, confidences, per-view log-probabilities)
     # torch.compile the network (compiled once per shape per worker, off the tasks' clocks); None: on CUDA
     compile: bool | None = None
     bucket_canvas: bool = True  # run each task at the smallest canvas of data.CANVAS_BUCKETS that holds it

@@ -51,7 +51,7 @@ from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig
 from submission.network import Network
 from submission.schedule import FinetuneSchedule, inference_reserve
-from augment.voting import SELECTORS, rank_candidates
+from augment.voting import NEEDS_LOG_PROBS, RANK_KEYS, Evidence, gather_evidence, rank_evidence
 
 # Views a CPU predicts to time inference (its time per view hardly depends on the batch).
 CPU_PROBE_VIEWS = 8
@@ -79,6 +79,8 @@ class TaskOutcome:
     note: str = "ok"  # one line: "ok", or why the task failed
     failed: bool = False  # True: no prediction (an error, out of memory for good, its worker died)
     ranked_by: dict[str, list[list[list[list[int]]]]] = field(default_factory=dict)  # compare_selectors only
+    # keep_evidence only: per test input, every distinct candidate's evidence (augment.voting.Evidence.to_dict)
+    evidence: list[list[dict]] = field(default_factory=list)
 
     @classmethod
     def failure(cls, task: Task, note: str) -> "TaskOutcome":
@@ -146,7 +148,8 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
             finish(TaskOutcome.failure(task, reason))
     catalogue, runnable = _catalogue(runnable, config, finish)
     if runnable:
-        _solve_runnable(runnable, catalogue, network, config, device, dtype, clock, finish, log or (lambda line: None))
+        _solve_runnable(runnable, catalogue, network, config, device=device, dtype=dtype, clock=clock, finish=finish,
+                        log=log or (lambda line: None))
     return [outcomes[t.id] for t in tasks]
 
 
@@ -182,7 +185,7 @@ def _catalogue(tasks: list[Task], config: FinetuneConfig,
     return (build(good) if good else None), good
 
 
-def _solve_runnable(tasks: list[Task], catalogue: PuzzleCatalogue, network: Network, config: FinetuneConfig,
+def _solve_runnable(tasks: list[Task], catalogue: PuzzleCatalogue, network: Network, config: FinetuneConfig, *,
                     device: torch.device, dtype: torch.dtype, clock: ShardClock,
                     finish: Callable[[TaskOutcome], None], log: Callable[[str], None]) -> None:
     """Fine-tune on the tasks jointly, then predict and ``finish`` each one."""
@@ -191,14 +194,16 @@ def _solve_runnable(tasks: list[Task], catalogue: PuzzleCatalogue, network: Netw
     note = "ok"
     try:
         tuned, micro_batch = _halving_on_oom(
-            lambda m: _finetune(len(tasks), network, config, catalogue, canvas, m, device, dtype, clock, log),
-            first_micro_batch(network.config, config, canvas, device, dtype), device)
+            lambda m: _finetune(len(tasks), network, config, catalogue, canvas=canvas, micro_batch=m, device=device,
+                                dtype=dtype, clock=clock, log=log),
+            first_micro_batch(network.config, config, canvas, device=device, dtype=dtype), device)
     except Exception as error:  # not out-of-memory (halved above): the tasks are predicted all the same
         if cuda_context_broken(error):
             raise
         note = f"fine-tuning failed ({describe(error)}), predicted from the network as it was"
         log(f"{', '.join(t.id for t in tasks)}: {note}")
-        tuned, micro_batch = _Tuned(_new_learner(network, config, catalogue, config.batch, device, dtype), 0), 0
+        tuned, micro_batch = _Tuned(_new_learner(network, config, catalogue, micro_batch=config.batch, device=device,
+                                                 dtype=dtype), 0), 0
     finetune_seconds = time.perf_counter() - start - (tuned.warmup_seconds if tuned else 0.0)
     if tuned is None:
         for task in tasks:
@@ -209,8 +214,9 @@ def _solve_runnable(tasks: list[Task], catalogue: PuzzleCatalogue, network: Netw
     for k, (task, group) in enumerate(zip(tasks, catalogue.groups)):
         # Each task still to predict gets an equal share of the time left.
         task_deadline = time.perf_counter() + (clock.deadline - time.perf_counter()) / (len(tasks) - k)
-        outcome, inference_batch = _predict_safely(task, group, tuned.learner, config, canvas, inference_batch,
-                                                   device, task_deadline)
+        outcome, inference_batch = _predict_safely(task, group, tuned.learner, config, canvas=canvas,
+                                                   inference_batch=inference_batch, device=device,
+                                                   deadline=task_deadline)
         if not outcome.failed:
             outcome.note = note
         outcome.finetune_steps, outcome.finetune_seconds = tuned.steps, finetune_seconds
@@ -220,7 +226,7 @@ def _solve_runnable(tasks: list[Task], catalogue: PuzzleCatalogue, network: Netw
         finish(outcome)
 
 
-def _predict_safely(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,
+def _predict_safely(task: Task, group, learner: Learner, config: FinetuneConfig, *, canvas: int, inference_batch: int,
                     device: torch.device, deadline: float) -> tuple[TaskOutcome, int]:
     """One task's prediction, halving its batch on out-of-memory; any other error fails this task alone."""
     try:
@@ -314,7 +320,7 @@ def _build_model(network: Network, device: torch.device, dtype: torch.dtype) -> 
     return model.to(device)
 
 
-def first_micro_batch(model_config: ModelConfig, config: FinetuneConfig, canvas: int, device: torch.device,
+def first_micro_batch(model_config: ModelConfig, config: FinetuneConfig, canvas: int, *, device: torch.device,
                       dtype: torch.dtype) -> int:
     """The micro-batch fine-tuning starts at: the configured one, or ("auto") what fits the GPU."""
     if config.micro_batch is None:
@@ -331,7 +337,7 @@ def compiles(config: FinetuneConfig, device: torch.device) -> bool:
     return wanted and not _MEMO.eager
 
 
-def _new_learner(network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, micro_batch: int,
+def _new_learner(network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, *, micro_batch: int,
                  device: torch.device, dtype: torch.dtype) -> Learner:
     """A fresh copy of the network with the catalogue's puzzle rows, each at the network's mean row."""
     world = World(rank=0, size=1, local_rank=0, device=device)
@@ -344,22 +350,22 @@ def _new_learner(network: Network, config: FinetuneConfig, catalogue: PuzzleCata
     return learner
 
 
-def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, canvas: int,
+def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogue: PuzzleCatalogue, *, canvas: int,
               micro_batch: int, device: torch.device, dtype: torch.dtype, clock: ShardClock,
               log: Callable[[str], None]) -> _Tuned:
     """A fresh copy of the network, fine-tuned on the catalogue's tasks at ``config.batch`` (run
     ``micro_batch`` samples at a time) for ``config.steps`` per task, or (steps None) as long as the
     time before the clock's deadline allows once inference's share is kept back; the learning rate
     follows ``submission.schedule``. A compiled network is warmed up first, off the clock."""
-    learner = _new_learner(network, config, catalogue, micro_batch, device, dtype)
-    warmup_seconds = _warm_up(learner, canvas, config, device, log)
+    learner = _new_learner(network, config, catalogue, micro_batch=micro_batch, device=device, dtype=dtype)
+    warmup_seconds = _warm_up(learner, canvas, config, device=device, log=log)
     clock.extend(warmup_seconds)
     stream = TrainStream(catalogue, DataConfig(train_sources=(), held_out_sources=(), canvas=canvas,
                                                translate=config.translate, seed=config.seed))
     slots = Slots(learner.model, config.batch, learner.world, canvas)
 
-    reserve = _inference_reserve(catalogue.groups, learner, config, canvas, device,
-                                 clock.deadline - time.perf_counter())
+    reserve = _inference_reserve(catalogue.groups, learner, config, canvas=canvas, device=device,
+                                 seconds=clock.deadline - time.perf_counter())
     schedule = FinetuneSchedule.for_config(config, num_tasks, time.perf_counter(), clock.deadline - reserve)
     steps = 0
     while not schedule.done(steps, time.perf_counter()):
@@ -373,7 +379,7 @@ def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogu
     return _Tuned(learner, steps, warmup_seconds)
 
 
-def _warm_up(learner: Learner, canvas: int, config: FinetuneConfig, device: torch.device,
+def _warm_up(learner: Learner, canvas: int, config: FinetuneConfig, *, device: torch.device,
              log: Callable[[str], None]) -> float:
     """Compile, off the task's clock, every graph fine-tuning and prediction will run at this canvas;
     returns the seconds it took (0 when the worker holds them already or nothing is compiled). A
@@ -399,15 +405,17 @@ def _warm_up(learner: Learner, canvas: int, config: FinetuneConfig, device: torc
     return time.perf_counter() - start
 
 
-def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, canvas: int, device: torch.device,
+def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, *, canvas: int, device: torch.device,
                        seconds: float) -> float:
     """Seconds to keep for predicting every task's views, and at least each task's first batch: the
     seconds per view, measured at the real inference batch, times the views."""
     if not math.isfinite(seconds):
         return 0.0
-    views = [task_views(g.task, g.table, g.first_id, min(config.views, len(g.table)), canvas) for g in groups]
+    views = [task_views(g.task, g.table, g.first_id, min(config.views, len(g.table)), canvas=canvas)
+             for g in groups]
     rows = [len(v.inputs) for v in views]
-    seconds_per_view = _seconds_per_view(learner, max(views, key=lambda v: len(v.inputs)), config, canvas, device)
+    seconds_per_view = _seconds_per_view(learner, max(views, key=lambda v: len(v.inputs)), config, canvas=canvas,
+                                         device=device)
     # The least prediction of a task: a compiled network's whole first batch (every batch runs at
     # full size), an eager one's first view of each test input (its batches follow the time left).
     if learner.model.compiled:
@@ -423,7 +431,7 @@ def _view_key(learner: Learner, config: FinetuneConfig, canvas: int) -> tuple:
     return repr(model.config), canvas, config.inference_batch, model.compiled, str(learner.dtype)
 
 
-def _seconds_per_view(learner: Learner, views, config: FinetuneConfig, canvas: int, device: torch.device) -> float:
+def _seconds_per_view(learner: Learner, views, config: FinetuneConfig, *, canvas: int, device: torch.device) -> float:
     """Seconds to predict one view, measured once per worker and shape. The probe is a whole
     inference batch (on an accelerator the time per view depends on the batch; a compiled network
     pads every batch to full size), run after the warm-up that compiled it; an eager CPU's time per
@@ -442,27 +450,29 @@ def _seconds_per_view(learner: Learner, views, config: FinetuneConfig, canvas: i
 def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,
                   device: torch.device, deadline: float) -> TaskOutcome:
     infer_start = time.perf_counter()
-    views = task_views(group.task, group.table, group.first_id, min(config.views, len(group.table)), canvas)
+    views = task_views(group.task, group.table, group.first_id, min(config.views, len(group.table)), canvas=canvas)
     seconds_per_view = _MEMO.seconds_per_view.get(_view_key(learner, config, canvas), 0.0)
-    log_probs, q_halt = _predict_until(learner, views, inference_batch, device, deadline, seconds_per_view)
+    log_probs, q_halt = _predict_until(learner, views, batch=inference_batch, device=device, deadline=deadline,
+                                     seconds_per_view=seconds_per_view)
     done = len(q_halt)
     views.inputs, views.puzzle_ids = views.inputs[:done], views.puzzle_ids[:done]
     views.test_index, views.version = views.test_index[:done], views.version[:done]
-    predictions = view_predictions(views, group.table, log_probs, q_halt, canvas,
-                                   keep_log_probs=config.selector != "vote" or config.compare_selectors)
-    ranked = _as_lists(rank_candidates(predictions, len(task.test_inputs), config.selector))
-    others = SELECTORS if config.compare_selectors else {}
-    ranked_by = {name: _as_lists(rank_candidates(predictions, len(task.test_inputs), name)) for name in others}
-    return TaskOutcome(task.id, ranked, views=len(set(views.version)),
-                       inference_seconds=time.perf_counter() - infer_start, canvas=canvas, ranked_by=ranked_by)
+    keep_log_probs = config.selector in NEEDS_LOG_PROBS or config.compare_selectors or config.keep_evidence
+    predictions = view_predictions(views, group.table, log_probs, q_halt, canvas=canvas, keep_log_probs=keep_log_probs)
+    evidence = [gather_evidence([p for p in predictions if p.test_index == i]) for i in range(len(task.test_inputs))]
+    ranked_by = {name: _ranked_grids(evidence, name) for name in (RANK_KEYS if config.compare_selectors else ())}
+    return TaskOutcome(task.id, _ranked_grids(evidence, config.selector), views=len(set(views.version)),
+                       inference_seconds=time.perf_counter() - infer_start, canvas=canvas, ranked_by=ranked_by,
+                       evidence=[[e.to_dict() for e in ev] for ev in evidence] if config.keep_evidence else [])
 
 
-def _as_lists(ranked: list) -> list[list[list[list[int]]]]:
-    """Candidates as plain lists (they cross process boundaries), the best ``KEEP_CANDIDATES`` of each."""
-    return [[c.grid.tolist() for c in r[:KEEP_CANDIDATES]] for r in ranked]
+def _ranked_grids(evidence: list[list[Evidence]], selector: str) -> list[list[list[list[int]]]]:
+    """Per test input, the candidates as plain lists (they cross process boundaries), best first, the
+    best ``KEEP_CANDIDATES`` of each."""
+    return [[e.grid.tolist() for e in rank_evidence(ev, selector)[:KEEP_CANDIDATES]] for ev in evidence]
 
 
-def _predict_until(learner: Learner, views, batch: int, device: torch.device, deadline: float,
+def _predict_until(learner: Learner, views, *, batch: int, device: torch.device, deadline: float,
                    seconds_per_view: float) -> tuple[np.ndarray, np.ndarray]:
     """Predict the views in order, a batch at a time, while the next batch still fits before the
     deadline; the first batch (the identity view of every test input first) always runs.

@@ -162,7 +162,7 @@ def fake_run(monkeypatch, outcomes_for):
         outcomes = {outcome.task_id: outcome for outcome in outcomes_for(tasks)}
         return RunSummary(outcomes=outcomes, unfinished=[t.id for t in tasks if t.id not in outcomes])
     monkeypatch.setattr(make_submission, "run_submission", run_submission)
-    monkeypatch.setattr(make_submission, "load_network", lambda checkpoint, *official: None)
+    monkeypatch.setattr(make_submission, "load_network", lambda checkpoint, *official, **seed: None)
 
 
 def outcome(task, note="ok"):

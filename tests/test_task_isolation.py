@@ -104,10 +104,10 @@ def test_an_error_in_one_prediction_fails_that_task_only(network, monkeypatch):
     doomed = tasks[0].id
     real = finetune._predict_task
 
-    def predict_or_raise(task, *args):
+    def predict_or_raise(task, *args, **options):
         if task.id == doomed:
             raise IndexError("a decoding bug")
-        return real(task, *args)
+        return real(task, *args, **options)
 
     monkeypatch.setattr(finetune, "_predict_task", predict_or_raise)
     outcomes, reported, _ = solve(tasks, network, tiny_config())

@@ -1,0 +1,78 @@
+"""Every candidate of a run with its evidence, in a file, so selectors compare offline in seconds.
+
+    python make_submission.py ... --candidates run.jsonl       # or bench.submission --suite ... --candidates
+    python -m bench.submission --selectors run.jsonl [more.jsonl ...]
+
+One JSON line per task: ``{"task": id, "seed": n, "test": [{"truth": grid or null, "candidates":
+[evidence, ...]}, ...]}`` where each evidence is ``augment.voting.Evidence.to_dict()``: the grid,
+its first appearance, its votes, the halting confidence of each vote and the log-probability every
+view gives it. Ranking these with each of ``augment.voting.RANK_KEYS`` gives the pass@1 and pass@2
+a run would have had with that selector, on exactly the same candidates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import orjson
+
+from arc_data.tasks import Task
+from augment.voting import RANK_KEYS, Evidence, grid_key, rank_evidence
+from submission.finetune import TaskOutcome
+
+
+def candidate_records(tasks: Iterable[Task], outcomes: dict[str, TaskOutcome], seed: int) -> list[dict]:
+    """One record per task that kept its evidence (tasks that failed or were not reached have none)."""
+    records = []
+    for task in tasks:
+        outcome = outcomes.get(task.id)
+        if outcome is None or not outcome.evidence:
+            continue
+        truths = task.test_outputs if task.has_solutions else [None] * len(task.test_inputs)
+        records.append({"task": task.id, "seed": seed, "test": [
+            {"truth": None if truth is None else truth.tolist(), "candidates": evidence}
+            for truth, evidence in zip(truths, outcome.evidence)]})
+    return records
+
+
+def write_candidates(path: Path, records: list[dict]) -> None:
+    Path(path).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+
+def read_candidates(paths: Iterable[Path]) -> list[dict]:
+    return [orjson.loads(line) for path in paths for line in Path(path).read_bytes().splitlines() if line.strip()]
+
+
+def selector_scores(records: list[dict]) -> dict[str, dict[str, float]]:
+    """For each selector: pass@1 and pass@2 per task (the leaderboard's unit), averaged over the
+    records, and the pass@K oracle (any candidate right). Records of several seeds count apart."""
+    scored = [r for r in records if all(t["truth"] is not None for t in r["test"])]
+    result = {}
+    for name in RANK_KEYS:
+        per_task = {1: [], 2: []}
+        for record in scored:
+            for k in per_task:
+                per_task[k].append(np.mean([_hit(test, name, k) for test in record["test"]]))
+        result[name] = {f"pass@{k}": float(np.mean(v)) if v else 0.0 for k, v in per_task.items()}
+    oracle = [np.mean([_hit(test, "vote", None) for test in r["test"]]) for r in scored]
+    result["oracle"] = {"pass@K": float(np.mean(oracle)) if oracle else 0.0}
+    return result
+
+
+def _hit(test: dict, selector: str, k: int | None) -> bool:
+    """Whether the truth is among the first ``k`` candidates (None: among any)."""
+    evidence = [Evidence.from_dict(d) for d in test["candidates"]]
+    ranked = rank_evidence(evidence, selector)[:k]
+    truth = grid_key(np.array(test["truth"], dtype=np.uint8))
+    return any(e.key == truth for e in ranked)
+
+
+def format_selector_scores(scores: dict[str, dict[str, float]], tasks: int) -> str:
+    lines = [f"{tasks} task records; pass@K (any candidate) {100 * scores['oracle']['pass@K']:.2f}%",
+             "| selector | pass@1 | pass@2 |", "| --- | --- | --- |"]
+    for name in RANK_KEYS:
+        s = scores[name]
+        lines.append(f"| {name} | {100 * s['pass@1']:.2f}% | {100 * s['pass@2']:.2f}% |")
+    return "\n".join(lines)

@@ -32,7 +32,7 @@ class ViewBatch:
     version: list[int]       # which row of the augmentation table
 
 
-def task_views(task: Task, table: AugmentationTable, first_id: int, num_views: int, canvas: int) -> ViewBatch:
+def task_views(task: Task, table: AugmentationTable, first_id: int, num_views: int, *, canvas: int) -> ViewBatch:
     """Every test input under the first ``num_views`` augmented versions that fit the canvas."""
     rows, ids, tests, versions = [], [], [], []
     for version in range(min(num_views, len(table))):
@@ -78,7 +78,7 @@ def predict(model: RecursiveModel, puzzles: PuzzleEmbedding, inputs: np.ndarray,
 
 
 def view_predictions(views: ViewBatch, table: AugmentationTable, log_probs: np.ndarray, q_halt: np.ndarray,
-                     canvas: int, keep_log_probs: bool = True) -> list[Prediction]:
+                     *, canvas: int, keep_log_probs: bool = True) -> list[Prediction]:
     """Decoded predictions, each with its view's augmentation, confidence and log-probabilities."""
     grids = decode_grids(log_probs.argmax(-1).astype(np.uint8), canvas)
     confidence = 1 / (1 + np.exp(-q_halt.astype(np.float64)))
@@ -105,13 +105,13 @@ def pass_at_sums(model: RecursiveModel, puzzles: PuzzleEmbedding, groups: list, 
         by_canvas.setdefault(canvas or group.canvas, []).append(group)
     sums = [0.0] * len(ks)
     for side, members in by_canvas.items():
-        views = [task_views(g.task, g.table, g.first_id, num_views, side) for g in members]
+        views = [task_views(g.task, g.table, g.first_id, num_views, canvas=side) for g in members]
         inputs = np.concatenate([v.inputs for v in views])
         ids = np.concatenate([v.puzzle_ids for v in views])
         log_probs, q_halt = predict(model, puzzles, inputs, ids, batch_size, device)
         bounds = np.cumsum([0] + [len(v.inputs) for v in views])
         for group, view, a, b in zip(members, views, bounds[:-1], bounds[1:]):
-            predictions = view_predictions(view, group.table, log_probs[a:b], q_halt[a:b], side,
+            predictions = view_predictions(view, group.table, log_probs[a:b], q_halt[a:b], canvas=side,
                                            keep_log_probs=selector != "vote")
             ranked = rank_candidates(predictions, len(group.task.test_inputs), selector)
             scores = pass_at(ranked, group.task.test_outputs, ks)

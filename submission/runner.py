@@ -59,6 +59,10 @@ NEW_WORKER_SECONDS = 30.0
 DEATHS_WITHOUT_PROGRESS = 3
 # Times a shard is started: once, and once more (its tasks not yet reported) if its worker died.
 SHARD_STARTS = 2
+# A shard aims to end this share of its time early (at most MAX_SHARD_MARGIN seconds): the last task
+# of a shard that reaches the deadline is lost, and time estimates run short on a loaded machine.
+SHARD_MARGIN = 0.05
+MAX_SHARD_MARGIN = 60.0
 # The submission file is rewritten at most this often (seconds) while outcomes arrive, and at the end.
 WRITE_EVERY = 2.0
 
@@ -312,6 +316,7 @@ def _dispatch(pool: _Pool, pending: list[_Shard], deadline: float, config: Finet
         share = (deadline - now) * len(pool.workers) / (sum(len(s.tasks) for s in pending) + in_flight)
         shard = pending[0]
         seconds = min(min(share, config.max_task_seconds) * len(shard.tasks), deadline - now)
+        seconds -= min(SHARD_MARGIN * seconds, MAX_SHARD_MARGIN)  # a shard that overruns its estimate is cut off
         if pool.send(worker, shard, seconds, deadline - now):
             pending.pop(0)
 

@@ -30,9 +30,10 @@ from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task, select
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.import_official import OFFICIAL_RECIPES
-from pretrain.kaggle_facts import KAGGLE_TIME_LIMIT
+from pretrain.kaggle_facts import KAGGLE_TIME_LIMIT, TEST_CHALLENGES
 from submission import kaggle_env
-from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, fresh_model_config
+from submission.config import (FINETUNE_PRESETS, KAGGLE_RERUN_PRESET, KAGGLE_VISIBLE_PRESET, SHIPPED_NETWORK,
+                               fresh_model_config)
 from submission.candidates import candidate_records, write_candidates
 from submission.network import Network
 from submission.runner import RunSummary, run_submission
@@ -98,11 +99,11 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         paths = kaggle_env.kaggle_paths()
         args.challenges = kaggle_env.find_test_challenges(paths.input_root)
         if args.challenges is None:
-            raise ArcDataError(f"no arc-agi_test_challenges.json under {paths.input_root}")
-        args.out = args.out or paths.working_root / "submission.json"
+            raise ArcDataError(f"no {TEST_CHALLENGES} under {paths.input_root}")
+        args.out = args.out or paths.submission
     if args.preset is None:
         if on_kaggle:
-            args.preset = "kaggle-nvarc" if kaggle_env.is_competition_rerun() else "kaggle-placeholder"
+            args.preset = KAGGLE_RERUN_PRESET if kaggle_env.is_competition_rerun() else KAGGLE_VISIBLE_PRESET
         else:
             args.preset = "cpu"
     if args.time_limit is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from pretrain.kaggle_facts import COMPETITIONS, KAGGLE_GPUS, Competition
+from submission.config import KAGGLE_RERUN_PRESET
 
 CODE_SLUG, WEIGHTS_SLUG, WHEELS_SLUG = "arc-trm-code", "arc-trm-weights", "arc-trm-wheels"
 KERNEL_SLUG = "arc-trm-submission"
@@ -34,7 +35,7 @@ USER_PLACEHOLDER = "YOUR-KAGGLE-USERNAME"
 # The make_submission preset a build runs by default: the one make_submission itself picks on Kaggle's
 # rerun when given none. The notebook passes the build's preset explicitly, so the pushed run, the
 # rehearsal and the scored rerun all run the same one.
-DEFAULT_PRESET = "kaggle-nvarc"
+DEFAULT_PRESET = KAGGLE_RERUN_PRESET
 
 # The notebook's first cell prints "GPUs: N" (N from nvidia-smi, 0 when it fails); push refuses a run
 # with fewer than the preset expects, and the rehearsal says how many it saw.

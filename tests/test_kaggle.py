@@ -29,6 +29,7 @@ from submission.kaggle.layout import (BUILD_FILE, FAILED_MARK, WHEELHOUSE_MARKER
 from submission.kaggle.notebook import code_cell_sources
 from submission.kaggle.rehearse import RehearsalConfig, gpu_note, rehearse
 from submission.writer import SubmissionError, prefill, read_submission, validate_submission
+from tests.helpers import OFFICIAL_FIXTURES, ROOT
 
 USER = "alice"
 DATASETS = [f"{USER}/arc-trm-code", f"{USER}/arc-trm-weights", f"{USER}/arc-trm-wheels"]
@@ -305,7 +306,7 @@ def test_the_cells_validator_agrees_with_the_writer(tmp_path, monkeypatch):
 
 
 def test_wheel_packages_are_explicit():
-    requirements = Path(__file__).resolve().parents[1].joinpath("requirements.txt").read_text()
+    requirements = (ROOT / "requirements.txt").read_text()
     names = wheelhouse.wheel_names()
     assert "torch" not in names
     for name in names:
@@ -575,7 +576,7 @@ def test_rehearsal_kills_the_notebook_at_the_time_limit(built_with_wheels, tmp_p
     assert time.monotonic() - started < 200  # the venv and staging, then 6 s of notebook
 
 
-OFFICIAL_SMALL = Path(__file__).resolve().parents[2] / "shared/fixtures/official/trm-att-small/step_1234"
+OFFICIAL_SMALL = OFFICIAL_FIXTURES / "trm-att-small/step_1234"
 
 
 @pytest.mark.skipif(not OFFICIAL_SMALL.is_file(), reason=f"the official-code fixtures are not at {OFFICIAL_SMALL}")

@@ -198,7 +198,7 @@ def test_a_reported_task_reaches_the_file_while_its_shard_runs_on(tmp_path, monk
     """A joint shard whose worker reports one task and then hangs until the deadline: that task is in
     the file (it was sent when made, not with the shard's end), the others keep their fallbacks."""
     tasks = synthetic_tasks(3, seed=10)
-    summary, written = run(tmp_path, monkeypatch, reports_one_then_hangs, tasks, time_limit=40,
+    summary, written = run(tmp_path, monkeypatch, reports_one_then_hangs, tasks, time_limit=25,
                            config=joint(tiny_config(), 3))
     assert len(summary.predicted) == 1 and len(summary.unfinished) == 2
     reported = next(t for t in tasks if t.id in summary.outcomes)

@@ -1,7 +1,4 @@
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -13,9 +10,7 @@ from pretrain.distributed import setup_world
 from pretrain.export import export_run, load_exported
 from pretrain.presets import tiny
 from pretrain.trainer import Trainer
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.helpers import run_cli
 
 def short_run(steps, **changes):
     config = tiny()
@@ -80,17 +75,14 @@ def test_export_round_trip(tmp_path):
     assert torch.allclose(mean_row, trainer.learner.puzzles.mean_row())
 
 
-def run_cli(args, env_extra=None, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, **kwargs)
-
-
+@pytest.mark.cli
 def test_dry_run_prints_config_and_paper_parameter_count():
     result = run_cli(["-m", "pretrain", "--preset", "trm-arc1", "--dry-run"])
     assert result.returncode == 0, result.stderr
     assert "parameters: 6,829,058" in result.stdout and '"global_batch": 768' in result.stdout
 
 
+@pytest.mark.cli
 def test_two_process_torchrun_matches_one_process(tmp_path):
     common = ["--preset", "tiny", "--steps", "4", "--device", "cpu", "--eval-every", "0", "--checkpoint-every", "4",
               "--train-sources", "synthetic:24/0", "--held-out-sources", "synthetic:6/1"]

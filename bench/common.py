@@ -6,10 +6,14 @@ Kept apart from the benchmarks themselves so that they import it and not one ano
 from __future__ import annotations
 
 import platform
+from contextlib import contextmanager
+from typing import Iterator
 import resource
 import sys
 
 import torch
+
+from pretrain.distributed import World, setup_world, teardown_world
 
 
 def device_name(device: torch.device) -> str:
@@ -47,3 +51,17 @@ def sync(device: torch.device) -> None:
 
 def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
+
+
+@contextmanager
+def one_process_world(device: str | None, what: str) -> Iterator[World]:
+    """The world of a benchmark that runs in one process; under torchrun it exits with status 2 and
+    one line saying so."""
+    world = setup_world(device)
+    try:
+        if world.size > 1:
+            print(f"error: run the {what} in one process (not under torchrun)", file=sys.stderr)
+            sys.exit(2)
+        yield world
+    finally:
+        teardown_world()

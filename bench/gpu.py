@@ -48,10 +48,10 @@ import torch  # noqa: E402
 
 from arc_data.sources import load_bundled  # noqa: E402
 from arc_data.tasks import Task  # noqa: E402
-from bench.common import device_name, gib, peak_memory, reset_peak_memory  # noqa: E402
+from bench.common import device_name, gib, one_process_world, peak_memory, reset_peak_memory  # noqa: E402
 from bench.train import bench_one  # noqa: E402
 from pretrain.config import MODEL_PRESETS  # noqa: E402
-from pretrain.distributed import World, default_dtype, setup_world, teardown_world  # noqa: E402
+from pretrain.distributed import World, default_dtype  # noqa: E402
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, GpuSpec, gpu_spec, kaggle_projection  # noqa: E402
 from pretrain.presets import RUN_PRESETS  # noqa: E402
 from submission.config import FINETUNE_PRESETS, FinetuneConfig, fresh_model_config  # noqa: E402
@@ -506,14 +506,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    world = setup_world(args.device)
-    try:
-        if world.size > 1:
-            print("error: run the check in one process (not under torchrun)", file=sys.stderr)
-            return 2
+    with one_process_world(args.device, "check") as world:
         run_check(args.out_dir, world, minutes=args.minutes, tasks=args.tasks)
-    finally:
-        teardown_world()
     print(f"wrote {args.out_dir / 'report.jsonl'} and {args.out_dir / 'report.md'} "
           f"in {time.perf_counter() - STARTED:.0f} s", file=sys.stderr)
     return 0

@@ -31,10 +31,10 @@ import time
 import torch
 
 from arc_data.synthetic import synthetic_tasks
-from bench.common import device_name, peak_memory, reset_peak_memory, sync
+from bench.common import device_name, one_process_world, peak_memory, reset_peak_memory, sync
 from pretrain.config import ModelConfig
 from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream
-from pretrain.distributed import default_dtype, setup_world, teardown_world
+from pretrain.distributed import default_dtype
 from pretrain.hardware import peak_tflops_for
 from pretrain.learner import Learner, Slots, train_step
 from pretrain.model import count_parameters
@@ -243,11 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    world = setup_world(args.device)
-    try:
-        if world.size > 1:
-            print("error: run the benchmark in one process (not under torchrun)", file=sys.stderr)
-            return 2
+    with one_process_world(args.device, "benchmark") as world:
         device = world.device
         on_gpu = device.type == "cuda"
         run = RUN_PRESETS[args.preset or ("trm-arc1" if on_gpu else "tiny")]()
@@ -290,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
             print("peak mem: " + ("torch.cuda.max_memory_allocated" if on_gpu else
                                   "peak RSS of this process since it started (cumulative over configurations)")
                   + "; TFLOP/s from supervision_step_flops", file=sys.stderr if args.json else sys.stdout)
-    finally:
-        teardown_world()
     return 0
 
 

@@ -7,6 +7,7 @@ import bench.submission
 import bench.train
 from bench.train import network_call_flops, peak_tflops_for, supervision_step_flops
 from pretrain.config import ModelConfig, hrm, trm_att, trm_mlp
+from augment.voting import RANK_KEYS
 from tests.helpers import call_main, run_cli
 
 
@@ -129,7 +130,7 @@ def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path, capsys):
     assert data["tasks"] == 3 and data["outputs"] == 3 and len(data["per_task"]) == 3
     assert data["settings"]["workers"] == 1 and data["settings"]["cpus"] and len(data["settings"]["load_before"]) == 3
     assert data["settings"]["finetune"]["steps"] is None and data["settings"]["network"] == "fresh"
-    assert set(data["candidates"]) == {"pass@1", "pass@2", f"pass@{data['K']}"} and set(data["selectors"]) == {"vote", "poe"}
+    assert set(data["candidates"]) == {"pass@1", "pass@2", f"pass@{data['K']}"} and set(data["selectors"]) == set(RANK_KEYS)
     assert all(row["steps"] > 0 for row in data["per_task"])
     # pass@2 of the written file agrees with the ranked candidates
     assert data["pass@2_file"]["per_task"] == data["candidates"]["pass@2"]["per_task"]

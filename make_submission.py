@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = resolve(args)
         prepare_output(args.out)  # refuses a device, FIFO or directory; creates a missing folder
+        if args.candidates is not None:
+            prepare_output(args.candidates)
         tasks = load_tasks(args)
         if not args.allow_pretrained_tasks:
             refuse_pretrained_tasks(args.checkpoint, tasks)

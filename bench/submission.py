@@ -352,7 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh:
         args.checkpoint = None
     if args.selectors:
-        records = read_candidates(args.selectors)
+        try:
+            records = read_candidates(args.selectors)
+        except (OSError, ValueError) as error:  # a missing file, or a line that is not JSON
+            print(f"error: --selectors: {error}", file=sys.stderr)
+            return 2
         print(format_selector_scores(selector_scores(records), len(records)))
         return 0
     if args.suite:

@@ -86,3 +86,13 @@ def test_candidate_records_skip_tasks_without_evidence(tmp_path):
     write_candidates(tmp_path / "empty.jsonl", records)
     assert records == [] and read_candidates([tmp_path / "empty.jsonl"]) == []
     assert np.isfinite(selector_scores([])["vote"]["pass@2"])
+
+
+def test_a_missing_or_broken_candidates_file_is_one_line(tmp_path, capsys):
+    import bench.submission
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    for path in (tmp_path / "missing.jsonl", broken):
+        assert bench.submission.main(["--selectors", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --selectors:") and err.count("\n") == 1

@@ -28,6 +28,7 @@ import numpy as np
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task, select
+from augment.voting import RANK_KEYS, grid_key
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.import_official import OFFICIAL_RECIPES
 from pretrain.kaggle_facts import KAGGLE_TIME_LIMIT, TEST_CHALLENGES
@@ -38,7 +39,6 @@ from submission.candidates import candidate_records, write_candidates
 from submission.network import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
-from augment.voting import grid_key
 from submission.writer import SubmissionError, prefill, prepare_output, read_submission, write_submission
 
 BAD_INPUT = 2
@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of every random choice of the run: augmentations, views, fine-tuning order, "
                              "halting, a fresh network's weights (default 0)")
+    parser.add_argument("--selector", choices=sorted(RANK_KEYS),
+                        help="how the candidates are ranked into the two attempts (default: the preset's)")
     parser.add_argument("--candidates", type=Path, metavar="FILE",
                         help="also write every candidate with its evidence (votes, confidences, per-view "
                              "log-probabilities) as JSON lines, to compare selectors offline "
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, shard_tasks=args.shard_tasks, shard_per_worker=False)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
-    config = dataclasses.replace(config, seed=args.seed, keep_evidence=args.candidates is not None)
+    config = dataclasses.replace(config, seed=args.seed, keep_evidence=args.candidates is not None,
+                                 selector=args.selector or config.selector)
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()

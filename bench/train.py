@@ -32,8 +32,8 @@ import torch
 
 from arc_data.synthetic import synthetic_tasks
 from bench.common import device_name, one_process_world, peak_memory, reset_peak_memory, sync
-from pretrain.config import ModelConfig
-from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream
+from pretrain.config import DataConfig, ModelConfig
+from pretrain.data import PuzzleCatalogue, TrainStream
 from pretrain.distributed import default_dtype
 from pretrain.hardware import peak_tflops_for
 from pretrain.learner import Learner, Slots, train_step

@@ -117,6 +117,45 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass
+class DataConfig:
+    train_sources: tuple[str, ...] = ("bundled:arc-agi-1/train",)  # every pair, test pairs included, trains
+    held_out_sources: tuple[str, ...] = ("bundled:arc-agi-1/eval",)  # demonstrations train; test inputs held out
+    # Tasks that will be evaluated after pretraining: a training or held-out source that overlaps them
+    # (by id or content, arc_data.overlap) is refused, so they cannot leak into the network.
+    evaluated_sources: tuple[str, ...] = ()
+    num_aug: int = 1000  # augmented versions per task (identity included), before deduplication
+    translate: bool = True  # a fresh random offset per training pair
+    canvas: int = 30  # canvas side of the token rows (the largest canvas when bucketing)
+    bucket_canvas: bool = False  # each task at the smallest of CANVAS_BUCKETS that holds its grids (needs rope2d)
+    seed: int = 0  # augmentation tables and the sample stream
+
+
+@dataclass
+class OptimConfig:
+    global_batch: int = 768  # samples per optimizer step, summed over ranks
+    lr: float = 1e-4  # network learning rate after warm-up
+    lr_warmup_steps: int = 2000  # linear warm-up, then constant (the puzzle lr warms up too)
+    lr_cooldown_steps: int = 0  # linear decay to zero over the run's last N steps (0: constant to the end)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    puzzle_lr: float = 1e-2  # sign-SGD on the puzzle rows
+    puzzle_weight_decay: float = 0.1
+    ema_decay: float = 0.999  # EMA of the network used for evaluation and export; 0 turns it off
+    train_network: bool = True  # False: only the puzzle rows learn (embedding-only fine-tuning)
+    # Samples per forward/backward pass (gradients accumulate over the local batch): None the whole
+    # local batch at once; an int; or "auto", the most that fit the device's free memory (measured,
+    # see pretrain/memory.py; the whole batch on a CPU). Results do not depend on it.
+    micro_batch: int | str | None = None
+    activation_checkpointing: bool = False  # recompute each network call in backward instead of keeping activations
+
+    def __post_init__(self) -> None:
+        if not (self.micro_batch is None or self.micro_batch == "auto"
+                or (isinstance(self.micro_batch, int) and self.micro_batch >= 1)):
+            raise ValueError(f"micro_batch must be a positive integer, 'auto' or None, got {self.micro_batch!r}")
+
+
 def parse_setting(item: str) -> tuple[str, Any]:
     """One ``KEY=VALUE`` item of a command's ``--set``, as (key, value). VALUE is read as JSON (``4``,
     ``1e-3``, ``true``, ``[1, 2]``, ``{"T": 4}``), ``none`` or ``null`` as None, ``True``/``False`` in

@@ -27,20 +27,7 @@ from arc_data.tasks import Task
 from augment.augmentation import Augmentation
 from augment.kernels import GridPool, encode_pairs
 from augment.tables import AugmentationTable, augmentation_table
-
-
-@dataclass
-class DataConfig:
-    train_sources: tuple[str, ...] = ("bundled:arc-agi-1/train",)  # every pair, test pairs included, trains
-    held_out_sources: tuple[str, ...] = ("bundled:arc-agi-1/eval",)  # demonstrations train; test inputs held out
-    # Tasks that will be evaluated after pretraining: a training or held-out source that overlaps them
-    # (by id or content, arc_data.overlap) is refused, so they cannot leak into the network.
-    evaluated_sources: tuple[str, ...] = ()
-    num_aug: int = 1000  # augmented versions per task (identity included), before deduplication
-    translate: bool = True  # a fresh random offset per training pair
-    canvas: int = 30  # canvas side of the token rows (the largest canvas when bucketing)
-    bucket_canvas: bool = False  # each task at the smallest of CANVAS_BUCKETS that holds its grids (needs rope2d)
-    seed: int = 0  # augmentation tables and the sample stream
+from pretrain.config import DataConfig
 
 
 # Canvas sides a task is bucketed to: the smallest that holds its largest grid.

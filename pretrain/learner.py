@@ -29,38 +29,13 @@ import torch
 from adam_atan2_pytorch import AdamAtan2
 from torch import Tensor
 
-from pretrain.config import ModelConfig
+from pretrain.config import ModelConfig, OptimConfig
 from pretrain.data import SampleBatch
 from pretrain.distributed import World
 from pretrain.losses import StepTerms, act_loss_terms, act_metrics, q_continue_target
 from pretrain.memory import auto_micro_batch
 from pretrain.model import Carry, RecursiveModel, build_model, halt_decision
 from pretrain.puzzle_embedding import PuzzleEmbedding
-
-
-@dataclass
-class OptimConfig:
-    global_batch: int = 768  # samples per optimizer step, summed over ranks
-    lr: float = 1e-4  # network learning rate after warm-up
-    lr_warmup_steps: int = 2000  # linear warm-up, then constant (the puzzle lr warms up too)
-    lr_cooldown_steps: int = 0  # linear decay to zero over the run's last N steps (0: constant to the end)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.1
-    puzzle_lr: float = 1e-2  # sign-SGD on the puzzle rows
-    puzzle_weight_decay: float = 0.1
-    ema_decay: float = 0.999  # EMA of the network used for evaluation and export; 0 turns it off
-    train_network: bool = True  # False: only the puzzle rows learn (embedding-only fine-tuning)
-    # Samples per forward/backward pass (gradients accumulate over the local batch): None the whole
-    # local batch at once; an int; or "auto", the most that fit the device's free memory (measured,
-    # see pretrain/memory.py; the whole batch on a CPU). Results do not depend on it.
-    micro_batch: int | str | None = None
-    activation_checkpointing: bool = False  # recompute each network call in backward instead of keeping activations
-
-    def __post_init__(self) -> None:
-        if not (self.micro_batch is None or self.micro_batch == "auto"
-                or (isinstance(self.micro_batch, int) and self.micro_batch >= 1)):
-            raise ValueError(f"micro_batch must be a positive integer, 'auto' or None, got {self.micro_batch!r}")
 
 
 class SampleSource(Protocol):

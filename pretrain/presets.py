@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pretrain import config as model_presets
-from pretrain.config import ModelConfig
-from pretrain.data import DataConfig
-from pretrain.learner import OptimConfig
+from pretrain.config import DataConfig, ModelConfig, OptimConfig
 
 
 @dataclass

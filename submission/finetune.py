@@ -41,11 +41,11 @@ import numpy as np
 import torch
 
 from arc_data.tasks import Task
-from pretrain.config import ModelConfig
-from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream, canvas_for
+from pretrain.config import DataConfig, ModelConfig, OptimConfig
+from pretrain.data import PuzzleCatalogue, TrainStream, canvas_for
 from pretrain.distributed import World
 from pretrain.evaluation import predict, task_views, view_predictions
-from pretrain.learner import Learner, OptimConfig, Slots, train_step, warm_up_train_step
+from pretrain.learner import Learner, Slots, train_step, warm_up_train_step
 from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig

@@ -231,6 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="size the puzzle table to this many rows (e.g. 876000 for ARC-AGI-1's real "
                              "table, for peak memory); default: the synthetic catalogue's")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for MFU on unlisted GPUs")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"),
+                        help="compute dtype (default: bfloat16 on a GPU that has it, else float32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object per configuration on stdout")
     args = parser.parse_args(argv)
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             canvases = [c for c in canvases if c == model_config.canvas]
         default_compile = run.compile if run.compile is not None else on_gpu
         compiles = [False, True] if args.compare_compile else [default_compile if args.compile is None else args.compile]
-        dtype = default_dtype(device)
+        dtype = getattr(torch, args.dtype) if args.dtype else default_dtype(device)
         name = device_name(device)
         peak = args.peak_tflops or (peak_tflops_for(name) if on_gpu else None)
         if on_gpu and peak is None:

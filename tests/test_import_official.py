@@ -433,7 +433,7 @@ def test_make_submission_imports_an_official_checkpoint_on_the_fly(tmp_path):
                       "--time-limit", "120", "--steps", "3", "--workers", "1", "--out", out],
                      env_extra={"TMPDIR": str(scratch)}, timeout=240)
     assert result.returncode == 0, result.stderr
-    assert "imported" in result.stdout and "pass@2" in result.stdout
+    assert "starting from the official checkpoint" in result.stdout and "pass@2" in result.stdout
     submission = orjson.loads(out.read_bytes())
     assert sorted(submission) == sorted(t.id for t in tasks[:2])
     predicted = re.search(r"(\d+) tasks predicted", result.stdout)

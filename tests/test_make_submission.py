@@ -112,7 +112,7 @@ def test_max_side_selects_the_small_tasks_and_evaluate_scores_the_same(tmp_path)
                               "--time-limit", 10, "--out", out)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
-    assert stdout.splitlines()[1].startswith("3 tasks,")
+    assert any(line.startswith("3 tasks,") for line in stdout.splitlines())
     chosen = [t for t in load_bundled("arc-agi-1", "eval") if t.max_side <= 8][:3]
     assert sorted(orjson.loads(out.read_bytes())) == sorted(t.id for t in chosen)
     scored = run_cli(["evaluate.py", out, "--dataset", "arc-agi-1", "--max-side", "8", "--limit", "3", "--json"],

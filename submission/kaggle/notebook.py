@@ -117,9 +117,11 @@ WHEEL_PACKAGES = {wheel_names()!r}
 INSTALLED = False
 
 
-def find_one(pattern):
-    """The shallowest file under INPUT matching pattern (Kaggle's mount paths vary)."""
-    found = sorted(INPUT.rglob(pattern), key=lambda path: (len(path.parts), str(path)))
+def find_one(pattern, outside=None):
+    """The shallowest file under INPUT matching pattern (Kaggle's mount paths vary), leaving out what
+    lies under the folder ``outside``."""
+    found = sorted((path for path in INPUT.rglob(pattern) if outside is None or outside not in path.parents),
+                   key=lambda path: (len(path.parts), str(path)))
     if not found:
         raise FileNotFoundError(f"no {{pattern}} under {{INPUT}}: is its dataset attached to this notebook?")
     return found[0]
@@ -153,9 +155,11 @@ def run_cell() -> str:
 #    with complete, valid versions. A failure keeps the file as it was. The preset is the build's, the
 #    same on this run and on the scored rerun, so no setting runs for the first time when it counts.
 def run_make_submission():
-    build = json.loads(find_one("{BUILD_FILE}").read_bytes())
+    build_file = find_one("{BUILD_FILE}")
+    build = json.loads(build_file.read_bytes())
     print(f"build {{build['build']}}: preset {{build['preset']}}", flush=True)
-    weights = find_one("{WEIGHT_FILES[0]}").parent
+    # The weights dataset's network, never the small one shipped inside the code dataset.
+    weights = find_one("{WEIGHT_FILES[0]}", outside=build_file.parent).parent
     command = [sys.executable, "-m", "make_submission", "--checkpoint", str(weights),
                "--challenges", str(find_test_challenges(INPUT)), "--out", str(SUBMISSION), "--preset", build["preset"]]
     budget = os.environ.get("{NOTEBOOK_SECONDS_ENV}")  # set only by the local rehearsal

@@ -264,8 +264,14 @@ def _drop_failed_attempt(learner: Learner) -> None:
     """Forget a failed forward/backward's gradients and lookups, and give its memory back."""
     learner.optimizer.zero_grad(set_to_none=True)
     learner.puzzles.zero_grad()
-    gc.collect()  # the attempt's autograd graph may sit in reference cycles
-    if learner.world.device.type == "cuda":
+    free_memory(learner.world.device)
+
+
+def free_memory(device: torch.device) -> None:
+    """Return what dropped tensors held: Python's cycles first (a failed attempt's autograd graph may
+    sit in them), then the CUDA allocator's cache."""
+    gc.collect()
+    if device.type == "cuda":
         torch.cuda.empty_cache()
 
 

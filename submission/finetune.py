@@ -31,7 +31,6 @@ line and the worker goes on eagerly.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from pretrain.config import DataConfig, ModelConfig, OptimConfig
 from pretrain.data import PuzzleCatalogue, TrainStream, canvas_for
 from pretrain.distributed import World
 from pretrain.evaluation import predict, task_views, view_predictions
-from pretrain.learner import Learner, Slots, train_step, warm_up_train_step
+from pretrain.learner import Learner, Slots, free_memory, train_step, warm_up_train_step
 from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig
@@ -274,13 +273,6 @@ def _halving_on_oom(run: Callable[[int], T], batch: int, device: torch.device) -
             pass  # retried below: memory is freed once the traceback, which holds the tensors, is gone
         free_memory(device)
     return None, batch
-
-
-def free_memory(device: torch.device) -> None:
-    """Return what the dropped tensors held: Python's cycles first, then the CUDA allocator's cache."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 @dataclass

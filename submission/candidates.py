@@ -48,25 +48,24 @@ def read_candidates(paths: Iterable[Path]) -> list[dict]:
 def selector_scores(records: list[dict]) -> dict[str, dict[str, float]]:
     """For each selector: pass@1 and pass@2 per task (the leaderboard's unit), averaged over the
     records, and the pass@K oracle (any candidate right). Records of several seeds count apart."""
-    scored = [r for r in records if all(t["truth"] is not None for t in r["test"])]
+    tasks = [[_parsed(test) for test in r["test"]] for r in records if all(t["truth"] is not None for t in r["test"])]
     result = {}
     for name in RANK_KEYS:
-        per_task = {1: [], 2: []}
-        for record in scored:
-            for k in per_task:
-                per_task[k].append(np.mean([_hit(test, name, k) for test in record["test"]]))
+        per_task = {k: [np.mean([_hit(rank_evidence(evidence, name)[:k], truth) for evidence, truth in task])
+                        for task in tasks] for k in (1, 2)}
         result[name] = {f"pass@{k}": float(np.mean(v)) if v else 0.0 for k, v in per_task.items()}
-    oracle = [np.mean([_hit(test, "vote", None) for test in r["test"]]) for r in scored]
+    oracle = [np.mean([_hit(evidence, truth) for evidence, truth in task]) for task in tasks]
     result["oracle"] = {"pass@K": float(np.mean(oracle)) if oracle else 0.0}
     return result
 
 
-def _hit(test: dict, selector: str, k: int | None) -> bool:
-    """Whether the truth is among the first ``k`` candidates (None: among any)."""
-    evidence = [Evidence.from_dict(d) for d in test["candidates"]]
-    ranked = rank_evidence(evidence, selector)[:k]
-    truth = grid_key(np.array(test["truth"], dtype=np.uint8))
-    return any(e.key == truth for e in ranked)
+def _parsed(test: dict) -> tuple[list[Evidence], bytes]:
+    """A test input's candidates and the key of its truth."""
+    return [Evidence.from_dict(d) for d in test["candidates"]], grid_key(np.array(test["truth"], dtype=np.uint8))
+
+
+def _hit(candidates: list[Evidence], truth: bytes) -> bool:
+    return any(e.key == truth for e in candidates)
 
 
 def format_selector_scores(scores: dict[str, dict[str, float]], tasks: int) -> str:

@@ -1,19 +1,26 @@
-"""Helpers every benchmark shares: the device's name, peak memory, and waiting for the GPU.
+"""Helpers every benchmark shares: the device's name, peak memory, waiting for the GPU, and the
+tasks, seeds, networks and ``--set`` changes of the submission benchmarks.
 
 Kept apart from the benchmarks themselves so that they import it and not one another.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import platform
-from contextlib import contextmanager
-from typing import Iterator
 import resource
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
+from arc_data.sources import load_bundled, load_source
+from arc_data.tasks import Task, select
 from pretrain.distributed import World, setup_world, teardown_world
+from submission.config import fresh_model_config
+from submission.network import Network
 
 
 def device_name(device: torch.device) -> str:
@@ -65,3 +72,42 @@ def one_process_world(device: str | None, what: str) -> Iterator[World]:
         yield world
     finally:
         teardown_world()
+
+
+class SettingError(ValueError):
+    """A ``--set KEY=VALUE`` that names no field or gives a value the field refuses."""
+
+
+def replaced_fields(config, changes: dict, what: str):
+    """``config`` (a dataclass) with ``changes``, every key checked against its fields."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise SettingError(f"--set: {', '.join(unknown)} is not a field of {what} (known: {', '.join(sorted(fields))})")
+    try:
+        return dataclasses.replace(config, **changes)
+    except (TypeError, ValueError) as error:
+        raise SettingError(f"--set: {error}") from None
+
+
+def suite_tasks(args: argparse.Namespace) -> list[Task]:
+    tasks = load_source(args.source) if args.source else load_bundled(args.dataset, args.split)
+    return select(tasks, args.max_side, args.limit)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SettingError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1") from None
+    if not seeds:
+        raise SettingError("--seeds: give at least one seed")
+    return seeds
+
+
+def load_network(checkpoint: str | None, fresh_changes: dict | None = None, seed: int = 0) -> Network:
+    """The network at ``checkpoint`` (an export or an official checkpoint file, as make_submission
+    loads it), or a fresh one (``fresh_changes``: fields of its ModelConfig) drawn from ``seed``."""
+    if not checkpoint:
+        return Network.fresh_init(replaced_fields(fresh_model_config(), fresh_changes or {}, "the model"), seed=seed)
+    return Network.from_checkpoint(checkpoint)

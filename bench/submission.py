@@ -33,7 +33,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +41,13 @@ import torch
 
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
-from arc_data.tasks import Task, select
-from bench.common import device_name
+from arc_data.tasks import Task
+from bench.common import SettingError, device_name, load_network, parse_seeds, replaced_fields, suite_tasks
 from pretrain.config import parse_setting
 from pretrain.distributed import default_dtype, pick_device
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_projection
-from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, TEST_TIME_MODEL_FIELDS, FinetuneConfig, fresh_model_config
+from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, TEST_TIME_MODEL_FIELDS, FinetuneConfig
 from submission.candidates import (candidate_records, format_selector_scores, read_candidates,
                                    selector_scores, write_candidates)
 from submission.finetune import TaskOutcome, solve_shard
@@ -89,11 +88,6 @@ def pass_rates(hits: dict[str, dict[int, list[bool]]], k: int) -> dict[str, floa
     outputs = [hit for h in hits.values() for hit in h[k]]
     return {"per_task": float(np.mean(per_task)), "per_output": float(np.mean(outputs)),
             "task_points": float(np.sum(per_task)), "outputs_hit": int(np.sum(outputs))}
-
-
-def suite_tasks(args: argparse.Namespace) -> list[Task]:
-    tasks = load_source(args.source) if args.source else load_bundled(args.dataset, args.split)
-    return select(tasks, args.max_side, args.limit)
 
 
 def machine() -> dict:
@@ -159,10 +153,6 @@ def markdown_row(result: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-class SettingError(ValueError):
-    """A ``--set KEY=VALUE`` that names no field or gives a value the field refuses."""
-
-
 def parse_settings(items: list[str]) -> tuple[dict, dict]:
     """``KEY=VALUE`` items (read by ``pretrain.config.parse_setting``) as (preset changes, model
     changes: the ``model.`` keys)."""
@@ -177,18 +167,6 @@ def parse_settings(items: list[str]) -> tuple[dict, dict]:
     return preset, model
 
 
-def _replaced(config, changes: dict, what: str):
-    """``config`` (a dataclass) with ``changes``, every key checked against its fields."""
-    fields = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(changes) - fields)
-    if unknown:
-        raise SettingError(f"--set: {', '.join(unknown)} is not a field of {what} (known: {', '.join(sorted(fields))})")
-    try:
-        return dataclasses.replace(config, **changes)
-    except (TypeError, ValueError) as error:
-        raise SettingError(f"--set: {error}") from None
-
-
 def suite_config(args: argparse.Namespace) -> tuple[FinetuneConfig, dict]:
     """The preset with the suite's flags and ``--set`` changes; and the model changes (``model.`` keys)."""
     preset_changes, model_changes = parse_settings([item for group in args.set for item in group])
@@ -196,14 +174,14 @@ def suite_config(args: argparse.Namespace) -> tuple[FinetuneConfig, dict]:
                                  shard_tasks=max(1, args.shard_tasks))
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
-    config = _replaced(config, preset_changes, "the fine-tuning preset")
+    config = replaced_fields(config, preset_changes, "the fine-tuning preset")
     if args.checkpoint and model_changes:
         # A trained network keeps its shapes: only the test-time fields may change.
         unknown = sorted(set(model_changes) - set(TEST_TIME_MODEL_FIELDS))
         if unknown:
             raise SettingError(f"--set: a checkpoint's network may only change model.{', model.'.join(TEST_TIME_MODEL_FIELDS)}"
                                f", got model.{', model.'.join(unknown)}")
-        config = _replaced(config, {"model_overrides": {**config.model_overrides, **model_changes}}, "")
+        config = replaced_fields(config, {"model_overrides": {**config.model_overrides, **model_changes}}, "")
         model_changes = {}
     return config, model_changes
 
@@ -240,16 +218,6 @@ def run_suite(args: argparse.Namespace) -> int:
     if len(results) > 1:
         print(format_spread(report))
     return 0
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SettingError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1") from None
-    if not seeds:
-        raise SettingError("--seeds: give at least one seed")
-    return seeds
 
 
 def seed_spread(results: list[dict]) -> dict:
@@ -304,14 +272,6 @@ def format_suite(result: dict) -> str:
     lines.append(f"{result['wall_seconds']:.0f} s wall, {len(result['unfinished'])} unfinished")
     lines += [MARKDOWN_HEADER, markdown_row(result)]
     return "\n".join(lines)
-
-
-def load_network(checkpoint: str | None, fresh_changes: dict | None = None, seed: int = 0) -> Network:
-    """The network at ``checkpoint`` (an export or an official checkpoint file, as make_submission
-    loads it), or a fresh one (``fresh_changes``: fields of its ModelConfig) drawn from ``seed``."""
-    if not checkpoint:
-        return Network.fresh_init(_replaced(fresh_model_config(), fresh_changes or {}, "the model"), seed=seed)
-    return Network.from_checkpoint(checkpoint)
 
 
 def main(argv: list[str] | None = None) -> int:

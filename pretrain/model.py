@@ -341,6 +341,9 @@ class RecursiveModel(nn.Module):
         self._rope_cache: dict[tuple[int, str, torch.dtype], Rope] = {}
         # Recompute each gradient-carrying network call in backward instead of keeping its activations.
         self.activation_checkpointing = False
+        # Std of Gaussian noise added to the latent after each of its updates (PTRM, arXiv 2605.19943):
+        # an inference option, 0 (off) unless the caller sets it; it draws from torch's global generator.
+        self.latent_noise = 0.0
         self._compiled_step = None  # set by compile_step
 
     # -- sequence geometry ------------------------------------------------------------------
@@ -382,6 +385,10 @@ class RecursiveModel(nn.Module):
     def uncompile_step(self) -> None:
         """Run the supervision step eagerly again (after a compile error)."""
         self._compiled_step = None
+
+    def _perturb(self, z: Tensor) -> Tensor:
+        """z plus the latent noise, when it is on (the states after RMSNorm have unit RMS per token)."""
+        return z + self.latent_noise * torch.randn_like(z) if self.latent_noise else z
 
     def _call_net(self, net: nn.Module, h: Tensor, rope: Rope) -> Tensor:
         """One network call; with activation checkpointing only its input is kept for backward."""
@@ -478,6 +485,7 @@ class TRM(RecursiveModel):
     One supervision step (forward):
         T-1 times without gradient, then once with:  n times z = net(z + y + x);  y = net(y + z)
         logits = lm_head(y) over the cells;  q = q_head(y at prefix position 0)
+    With ``latent_noise`` set (an inference option), each new z gets Gaussian noise of that std.
     """
 
     def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None, seed: int = 0):
@@ -495,10 +503,10 @@ class TRM(RecursiveModel):
         with torch.no_grad():
             for _ in range(T - 1):
                 for _ in range(n):
-                    z = self.net(z + y + x, rope)
+                    z = self._perturb(self.net(z + y + x, rope))
                 y = self.net(y + z, rope)
         for _ in range(n):
-            z = self._call_net(self.net, z + y + x, rope)
+            z = self._perturb(self._call_net(self.net, z + y + x, rope))
         y = self._call_net(self.net, y + z, rope)
         logits, q_logits = self.heads(y)
         return y.detach(), z.detach(), logits, q_logits
@@ -536,10 +544,10 @@ class HRM(RecursiveModel):
             for h in range(T):
                 for l in range(n):
                     if h < T - 1 or l < n - 1:
-                        z_L = self.L_net(z_L + z_H + x, rope)
+                        z_L = self._perturb(self.L_net(z_L + z_H + x, rope))
                 if h < T - 1:
                     z_H = self.H_net(z_H + z_L, rope)
-        z_L = self._call_net(self.L_net, z_L + z_H + x, rope)
+        z_L = self._perturb(self._call_net(self.L_net, z_L + z_H + x, rope))
         z_H = self._call_net(self.H_net, z_H + z_L, rope)
         logits, q_logits = self.heads(z_H)
         return z_H.detach(), z_L.detach(), logits, q_logits

@@ -16,6 +16,9 @@ SHIPPED_NETWORK = Path(__file__).resolve().parent / "pretrained" / "small-arc"
 
 # Model fields a preset may change at test time: none of them changes a tensor's shape.
 TEST_TIME_MODEL_FIELDS = ("T", "n", "max_steps", "halt_exploration")
+# FinetuneConfig fields that change only the prediction, never the fine-tuning (bench.inference
+# compares variants of them on one fine-tuned network).
+INFERENCE_FIELDS = ("views", "samples_per_view", "latent_noise", "predict_overrides", "inference_batch", "selector")
 
 
 @dataclass
@@ -41,6 +44,13 @@ class FinetuneConfig:
     translate: bool = True  # random offsets of the demonstration pairs inside the canvas
     views: int = 1000  # augmented views predicted per test input (capped by num_aug and by time)
     inference_batch: int = 256
+    # Inference only (the fine-tuning is unchanged): predict each view this many times, each a vote,
+    # with Gaussian noise of std latent_noise added to the latent after each recursion (PTRM, arXiv
+    # 2605.19943; the states have unit RMS per token); and test-time model settings used only while
+    # predicting, e.g. {"max_steps": 2} (TEST_TIME_MODEL_FIELDS). What they did: docs/BENCHMARKS.md.
+    samples_per_view: int = 1
+    latent_noise: float = 0.0
+    predict_overrides: dict[str, Any] = field(default_factory=dict)
     # How the candidates are ranked: a name of augment.voting.RANK_KEYS, e.g. "poe" (product of
     # experts over views) or "vote" (TRM's rule). Which wins depends on the tasks
     # (docs/BENCHMARKS.md, "Tuning the `cpu` preset"); the cpu and kaggle-nvarc presets vote.
@@ -59,9 +69,14 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.model_overrides) - set(TEST_TIME_MODEL_FIELDS))
-        if unknown:
-            raise ValueError(f"model_overrides may only change {', '.join(TEST_TIME_MODEL_FIELDS)}, got {unknown}")
+        for name in ("model_overrides", "predict_overrides"):
+            unknown = sorted(set(getattr(self, name)) - set(TEST_TIME_MODEL_FIELDS))
+            if unknown:
+                raise ValueError(f"{name} may only change {', '.join(TEST_TIME_MODEL_FIELDS)}, got {unknown}")
+        if self.samples_per_view < 1:
+            raise ValueError(f"samples_per_view must be at least 1, got {self.samples_per_view}")
+        if self.latent_noise < 0:
+            raise ValueError(f"latent_noise must not be negative, got {self.latent_noise}")
 
     def shard_size(self, tasks: int, workers: int) -> int:
         """Tasks per jointly fine-tuned network."""

@@ -33,8 +33,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -43,11 +45,11 @@ from arc_data.tasks import Task
 from pretrain.config import DataConfig, ModelConfig, OptimConfig
 from pretrain.data import PuzzleCatalogue, TrainStream, canvas_for
 from pretrain.distributed import World
-from pretrain.evaluation import predict, task_views, view_predictions
+from pretrain.evaluation import ViewBatch, predict, task_views, view_predictions
 from pretrain.learner import Learner, Slots, free_memory, train_step, warm_up_train_step
 from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
-from submission.config import FinetuneConfig
+from submission.config import INFERENCE_FIELDS, FinetuneConfig
 from submission.network import Network
 from submission.schedule import FinetuneSchedule, inference_reserve
 from augment.voting import NEEDS_LOG_PROBS, RANK_KEYS, Evidence, gather_evidence, rank_evidence
@@ -150,6 +152,36 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
         _solve_runnable(runnable, catalogue, network, config, device=device, dtype=dtype, clock=clock, finish=finish,
                         log=log or (lambda line: None))
     return [outcomes[t.id] for t in tasks]
+
+
+def solve_task_variants(task: Task, network: Network, config: FinetuneConfig, variants: dict[str, dict],
+                        device: torch.device, dtype: torch.dtype = torch.float32) -> dict[str, TaskOutcome]:
+    """Fine-tune on one task once (``config.steps`` steps, no time limit), then predict it under each
+    variant (changes of ``INFERENCE_FIELDS`` only) with every candidate's evidence kept: inference
+    options compared on one and the same fine-tuned network (``python -m bench.inference``)."""
+    if config.steps is None:
+        raise ValueError("comparing variants needs a fixed number of fine-tuning steps")
+    for name, changes in variants.items():
+        unknown = sorted(set(changes) - set(INFERENCE_FIELDS))
+        if unknown:
+            raise ValueError(f"variant {name}: {', '.join(unknown)} is not one of {', '.join(INFERENCE_FIELDS)}")
+    network = network.with_overrides(config.model_overrides)
+    reason = why_task_cannot_run(task, network)
+    if reason is not None:
+        raise ValueError(f"task {task.id}: {reason}")
+    catalogue = PuzzleCatalogue([], [task.without_solutions()], config.num_aug, config.seed)
+    canvas = task_canvas(task, network, config)
+    micro_batch = first_micro_batch(network.config, config, canvas, device=device, dtype=dtype)
+    tuned = _finetune(1, network, config, catalogue, canvas=canvas, micro_batch=micro_batch, device=device,
+                      dtype=dtype, clock=ShardClock(math.inf), log=lambda line: None)
+    outcomes = {}
+    for name, changes in variants.items():
+        variant = dataclasses.replace(config, **changes, keep_evidence=True)
+        outcome = _predict_task(task, catalogue.groups[0], tuned.learner, variant, canvas, variant.inference_batch,
+                                device, math.inf)
+        outcome.finetune_steps = tuned.steps
+        outcomes[name] = outcome
+    return outcomes
 
 
 @dataclass
@@ -385,8 +417,9 @@ def _warm_up(learner: Learner, canvas: int, config: FinetuneConfig, *, device: t
     try:
         warm_up_train_step(learner, canvas, config.batch)
         cells = canvas * canvas
-        predict(model, learner.puzzles, np.zeros((config.inference_batch, cells), np.uint8),
-                np.zeros(config.inference_batch, np.int64), config.inference_batch, device)
+        with predicting(model, config):
+            predict(model, learner.puzzles, np.zeros((config.inference_batch, cells), np.uint8),
+                    np.zeros(config.inference_batch, np.int64), config.inference_batch, device)
         _MEMO.warm.add(key)
     except Exception as error:
         if isinstance(error, torch.cuda.OutOfMemoryError) or cuda_context_broken(error):
@@ -403,8 +436,7 @@ def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, *, canv
     seconds per view, measured at the real inference batch, times the views."""
     if not math.isfinite(seconds):
         return 0.0
-    views = [task_views(g.task, g.table, g.first_id, min(config.views, len(g.table)), canvas=canvas)
-             for g in groups]
+    views = [prediction_views(g, config, canvas) for g in groups]
     rows = [len(v.inputs) for v in views]
     seconds_per_view = _seconds_per_view(learner, max(views, key=lambda v: len(v.inputs)), config, canvas=canvas,
                                          device=device)
@@ -418,9 +450,11 @@ def _inference_reserve(groups, learner: Learner, config: FinetuneConfig, *, canv
 
 
 def _view_key(learner: Learner, config: FinetuneConfig, canvas: int) -> tuple:
-    """What the seconds per predicted view depend on: the network's shape, the canvas, the batch."""
+    """What the seconds per predicted view depend on: the network's shape and recursions, the canvas,
+    the batch."""
     model = learner.model
-    return repr(model.config), canvas, config.inference_batch, model.compiled, str(learner.dtype)
+    return (repr(model.config), repr(config.predict_overrides), canvas, config.inference_batch, model.compiled,
+            str(learner.dtype))
 
 
 def _seconds_per_view(learner: Learner, views, config: FinetuneConfig, *, canvas: int, device: torch.device) -> float:
@@ -434,7 +468,9 @@ def _seconds_per_view(learner: Learner, views, config: FinetuneConfig, *, canvas
         probe_rows = CPU_PROBE_VIEWS if eager_cpu else config.inference_batch
         rows = min(probe_rows, len(views.inputs))
         tick = time.perf_counter()
-        predict(model, learner.puzzles, views.inputs[:rows], views.puzzle_ids[:rows], config.inference_batch, device)
+        with predicting(model, config):
+            predict(model, learner.puzzles, views.inputs[:rows], views.puzzle_ids[:rows], config.inference_batch,
+                    device)
         _MEMO.seconds_per_view[key] = (time.perf_counter() - tick) / rows
     return _MEMO.seconds_per_view[key]
 
@@ -442,10 +478,13 @@ def _seconds_per_view(learner: Learner, views, config: FinetuneConfig, *, canvas
 def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, canvas: int, inference_batch: int,
                   device: torch.device, deadline: float) -> TaskOutcome:
     infer_start = time.perf_counter()
-    views = task_views(group.task, group.table, group.first_id, min(config.views, len(group.table)), canvas=canvas)
+    views = prediction_views(group, config, canvas)
     seconds_per_view = _MEMO.seconds_per_view.get(_view_key(learner, config, canvas), 0.0)
-    log_probs, q_halt = _predict_until(learner, views, batch=inference_batch, device=device, deadline=deadline,
-                                     seconds_per_view=seconds_per_view)
+    if config.latent_noise:  # the same draws for a task whatever worker or order it runs in
+        torch.manual_seed(zlib.crc32(f"{config.seed}:{task.id}".encode()))
+    with predicting(learner.model, config):
+        log_probs, q_halt = _predict_until(learner, views, batch=inference_batch, device=device, deadline=deadline,
+                                         seconds_per_view=seconds_per_view)
     done = len(q_halt)
     views.inputs, views.puzzle_ids = views.inputs[:done], views.puzzle_ids[:done]
     views.test_index, views.version = views.test_index[:done], views.version[:done]
@@ -456,6 +495,33 @@ def _predict_task(task: Task, group, learner: Learner, config: FinetuneConfig, c
     return TaskOutcome(task.id, _ranked_grids(evidence, config.selector), views=len(set(views.version)),
                        inference_seconds=time.perf_counter() - infer_start, canvas=canvas, ranked_by=ranked_by,
                        evidence=[[e.to_dict() for e in ev] for ev in evidence] if config.keep_evidence else [])
+
+
+def prediction_views(group, config: FinetuneConfig, canvas: int) -> ViewBatch:
+    """The rows a task's prediction runs: its first ``config.views`` augmented views, each view's
+    rows (one per test input) repeated ``samples_per_view`` times in a row, so that any prefix holds
+    whole views and the identity comes first."""
+    views = task_views(group.task, group.table, group.first_id, min(config.views, len(group.table)), canvas=canvas)
+    if config.samples_per_view == 1:
+        return views
+    version = np.asarray(views.version)
+    firsts = sorted(set(views.version), key=views.version.index)
+    rows = np.concatenate([np.tile(np.flatnonzero(version == v), config.samples_per_view) for v in firsts])
+    return ViewBatch(views.inputs[rows], views.puzzle_ids[rows], [views.test_index[r] for r in rows],
+                     [views.version[r] for r in rows])
+
+
+@contextmanager
+def predicting(model: RecursiveModel, config: FinetuneConfig) -> Iterator[None]:
+    """The model as prediction runs it: with ``config.predict_overrides`` and ``config.latent_noise``
+    in force, both put back afterwards (fine-tuning never sees them)."""
+    saved = model.config, model.latent_noise
+    model.config = model.config.replace(**config.predict_overrides)
+    model.latent_noise = config.latent_noise
+    try:
+        yield
+    finally:
+        model.config, model.latent_noise = saved
 
 
 def _ranked_grids(evidence: list[list[Evidence]], selector: str) -> list[list[list[list[int]]]]:

@@ -1,0 +1,189 @@
+"""Inference options compared on the same fine-tuned networks: ``python -m bench.inference``.
+
+Each task is fine-tuned once per seed for a fixed number of steps, then predicted under every
+variant: changes of the inference fields (``submission.config.INFERENCE_FIELDS``: views,
+samples_per_view, latent_noise, predict_overrides, ...). The variants differ in nothing else, so
+the comparison is paired by construction and costs one fine-tuning per task and seed. For every
+variant and selector it prints pass@2 (the leaderboard's unit) per seed, the mean, and the paired
+difference to the first variant's default selector, with how many tasks each side wins::
+
+    python -m bench.inference --source "bundled:arc-agi-1/train,max-side=10,minus=bundled:arc-agi-1/eval,part=0/8" \\
+        --allow-pretrained-tasks --steps 200 --seeds 0,1 \\
+        --variant base={} --variant noise='{"latent_noise": 0.2, "samples_per_view": 4}'
+
+``--candidates PREFIX`` writes each variant's candidates to ``PREFIX-NAME.jsonl`` (the format of
+``submission.candidates``, for ``python -m bench.submission --selectors``). Tune on training tasks;
+the evaluation split is for reporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+
+from arc_data.grids import ArcDataError
+from arc_data.progress import progress, write_line
+from arc_data.sources import BUNDLED, SPLITS
+from arc_data.tasks import Task
+from augment.voting import RANK_KEYS
+from bench.common import SettingError, load_network, parse_seeds, replaced_fields, suite_tasks
+from pretrain.config import parse_setting
+from pretrain.export import ExportError, refuse_pretrained_tasks
+from submission.candidates import candidate_records, selector_scores, write_candidates
+from submission.config import FINETUNE_PRESETS, INFERENCE_FIELDS, SHIPPED_NETWORK, FinetuneConfig
+from submission.finetune import TaskOutcome, describe, solve_task_variants
+from submission.network import Network
+
+
+def parse_variants(items: list[str]) -> dict[str, dict]:
+    """``NAME=JSON`` items, in order (the first is the baseline), each checked against INFERENCE_FIELDS."""
+    variants = {}
+    for item in items:
+        name, changes = parse_setting(item)
+        if not isinstance(changes, dict):
+            raise SettingError(f"--variant {item!r}: expected NAME={{...}}, a JSON object of inference fields")
+        unknown = sorted(set(changes) - set(INFERENCE_FIELDS))
+        if unknown:
+            raise SettingError(f"--variant {name}: {', '.join(unknown)} is not one of {', '.join(INFERENCE_FIELDS)}")
+        if name in variants:
+            raise SettingError(f"--variant {name} is given twice")
+        variants[name] = changes
+    return variants or {"base": {}}
+
+
+def _solve_job(task: Task, network: Network, config: FinetuneConfig,
+               variants: dict[str, dict]) -> tuple[str, dict[str, TaskOutcome] | str, float]:
+    """One task at one seed, in a worker process: its outcome per variant, or the one-line error."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        outcomes = solve_task_variants(task, network, config, variants, torch.device("cpu"))
+    except Exception as error:  # the task scores nothing in every variant; the others go on
+        return task.id, f"{task.id}: {describe(error)}", time.perf_counter() - start
+    return task.id, outcomes, time.perf_counter() - start
+
+
+def run_variants(tasks: list[Task], networks: dict[int, Network], config: FinetuneConfig, variants: dict[str, dict],
+                 workers: int) -> dict[int, dict[str, dict[str, TaskOutcome]]]:
+    """outcomes[seed][variant][task id], every (seed, task) fine-tuned once in a pool of ``workers``."""
+    outcomes = {seed: {name: {} for name in variants} for seed in networks}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        jobs = {pool.submit(_solve_job, task, network, dataclasses.replace(config, seed=seed), variants): seed
+                for seed, network in networks.items() for task in tasks}
+        with progress(total=len(jobs), desc="tasks x seeds") as bar:
+            for job in as_completed(jobs):
+                seed = jobs[job]
+                task_id, result, seconds = job.result()
+                if isinstance(result, str):
+                    write_line(f"seed {seed}: {result}")
+                else:
+                    for name, outcome in result.items():
+                        outcomes[seed][name][task_id] = outcome
+                bar.update(1)
+                bar.set_postfix(last=f"{task_id} {seconds:.0f} s")
+    return outcomes
+
+
+def variant_scores(tasks: list[Task], outcomes: dict[int, dict[str, dict[str, TaskOutcome]]]) -> dict:
+    """scores[variant][selector or "oracle"][seed] = pass@2 per task (pass@K for the oracle); a task
+    without an outcome scores 0, so every variant is averaged over the same tasks."""
+    scores: dict = {}
+    for seed, by_variant in outcomes.items():
+        for name, by_task in by_variant.items():
+            records = candidate_records(tasks, by_task, seed)
+            ran = selector_scores(records)
+            share = len(records) / len(tasks)  # tasks that failed count as 0
+            for selector in RANK_KEYS:
+                scores.setdefault(name, {}).setdefault(selector, {})[seed] = share * ran[selector]["pass@2"]
+            scores[name].setdefault("oracle", {})[seed] = share * ran["oracle"]["pass@K"]
+    return scores
+
+
+def paired_table(scores: dict, baseline: tuple[str, str]) -> str:
+    """One row per variant and selector: pass@2 per seed, the mean, and the paired difference to
+    ``baseline`` (variant, selector) as mean and standard deviation over the seeds."""
+    base = scores[baseline[0]][baseline[1]]
+    seeds = list(base)
+    head = ["variant", "selector"] + [f"seed {s}" for s in seeds] + ["mean", f"minus {baseline[0]}/{baseline[1]}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, by_selector in scores.items():
+        for selector, per_seed in by_selector.items():
+            values = [per_seed[s] for s in seeds]
+            diffs = [per_seed[s] - base[s] for s in seeds]
+            spread = f" +- {100 * np.std(diffs, ddof=1):.2f}" if len(seeds) > 1 else ""
+            lines.append("| " + " | ".join([name, selector] + [f"{100 * v:.2f}%" for v in values]
+                                          + [f"{100 * np.mean(values):.2f}%", f"{100 * np.mean(diffs):+.2f}{spread}"])
+                         + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(FINETUNE_PRESETS), default="cpu")
+    parser.add_argument("--dataset", choices=sorted(BUNDLED), default="arc-agi-1")
+    parser.add_argument("--split", choices=SPLITS, default="train")
+    parser.add_argument("--source", help="any task source instead (e.g. bundled:arc-agi-1/train,part=0/8)")
+    parser.add_argument("--max-side", type=int, help="only tasks whose every grid fits N x N")
+    parser.add_argument("--limit", type=int, help="only the first N selected tasks")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--checkpoint", default=str(SHIPPED_NETWORK), help="exported network (default: the shipped one)")
+    start.add_argument("--fresh", action="store_true", help="a freshly initialised network per seed instead")
+    parser.add_argument("--allow-pretrained-tasks", action="store_true",
+                        help="score tasks the network was pretrained on (its held-out tasks' demonstrations)")
+    parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps per task (default 200)")
+    parser.add_argument("--seeds", default="0,1", help="seeds, e.g. 0,1")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="inference changes, e.g. noise='{\"latent_noise\": 0.2}'; the first is the baseline")
+    parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a field of the preset for every variant (fine-tuning included)")
+    parser.add_argument("--candidates", help="write each variant's candidates to PREFIX-NAME.jsonl")
+    parser.add_argument("--json", help="write the scores here")
+    args = parser.parse_args(argv)
+    try:
+        variants = parse_variants(args.variant)
+        changes = dict(parse_setting(item) for group in args.set for item in group)
+        config = replaced_fields(FINETUNE_PRESETS[args.preset](), {**changes, "steps": args.steps}, "the preset")
+        seeds = parse_seeds(args.seeds)
+        tasks = suite_tasks(args)
+        checkpoint = None if args.fresh else args.checkpoint
+        networks = {seed: load_network(checkpoint, seed=seed) for seed in seeds}
+        if checkpoint and not args.allow_pretrained_tasks:
+            refuse_pretrained_tasks(Path(checkpoint), tasks)
+    except (ArcDataError, ExportError, OSError, SettingError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not tasks:
+        print("error: no task selected", file=sys.stderr)
+        return 2
+    print(f"{len(tasks)} tasks, seeds {seeds}, {args.steps} fine-tuning steps each, {len(variants)} variants: "
+          + "; ".join(f"{name} {orjson.dumps(v).decode()}" for name, v in variants.items()))
+    started = time.perf_counter()
+    outcomes = run_variants(tasks, networks, config, variants, max(1, min(args.workers, len(tasks) * len(seeds))))
+    scores = variant_scores(tasks, outcomes)
+    print(paired_table(scores, (next(iter(variants)), config.selector)))
+    print(f"{time.perf_counter() - started:.0f} s")
+    if args.candidates:
+        for name in variants:
+            write_candidates(Path(f"{args.candidates}-{name}.jsonl"),
+                             [r for seed in seeds for r in candidate_records(tasks, outcomes[seed][name], seed)])
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps({"variants": variants, "steps": args.steps, "seeds": seeds,
+                                                  "tasks": [t.id for t in tasks], "scores": scores},
+                                                 option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

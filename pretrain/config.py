@@ -32,6 +32,7 @@ from arc_data.encoding import CANVAS, VOCAB_SIZE
 ARCHS = ("trm", "trm-mlp", "hrm")
 POS_ENCODINGS = ("rope1d", "rope2d")
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+OPTIMIZERS = ("adam-atan2", "muon")
 
 
 def swiglu_inner(width: int, expansion: float = 4.0, multiple: int = 256) -> int:
@@ -134,6 +135,9 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     global_batch: int = 768  # samples per optimizer step, summed over ranks
+    # "adam-atan2" (the official recipe's); "muon": torch.optim.Muon for the blocks' 2-D weights, its
+    # step scaled to AdamW's RMS so that lr means the same, and AdamATan2 for everything else.
+    optimizer: str = "adam-atan2"
     lr: float = 1e-4  # network learning rate after warm-up
     lr_warmup_steps: int = 2000  # linear warm-up, then constant (the puzzle lr warms up too)
     lr_cooldown_steps: int = 0  # linear decay to zero over the run's last N steps (0: constant to the end)
@@ -151,6 +155,8 @@ class OptimConfig:
     activation_checkpointing: bool = False  # recompute each network call in backward instead of keeping activations
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not (self.micro_batch is None or self.micro_batch == "auto"
                 or (isinstance(self.micro_batch, int) and self.micro_batch >= 1)):
             raise ValueError(f"micro_batch must be a positive integer, 'auto' or None, got {self.micro_batch!r}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import gc
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -34,12 +33,56 @@ from pretrain.data import SampleBatch
 from pretrain.distributed import World
 from pretrain.losses import StepTerms, act_loss_terms, act_metrics, q_continue_target
 from pretrain.memory import auto_micro_batch
-from pretrain.model import Carry, RecursiveModel, build_model, halt_decision
+from pretrain.model import Carry, Reasoner, RecursiveModel, build_model, halt_decision
 from pretrain.puzzle_embedding import PuzzleEmbedding
 
 
 class SampleSource(Protocol):
     def take(self, n: int) -> SampleBatch: ...
+
+
+class Optimizers:
+    """Several optimizers over disjoint parameters, stepped as one (their param_groups side by side)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+
+
+def build_optimizer(model: RecursiveModel, optim: OptimConfig) -> torch.optim.Optimizer | Optimizers:
+    """The network's optimizer. AdamATan2 with a = b = 1: the update is exactly atan2(m_hat, sqrt(v_hat)),
+    no epsilon. With ``optim.optimizer == "muon"``, the 2-D weights of the recursive blocks go to
+    torch.optim.Muon (orthogonalised momentum; adjust_lr_fn="match_rms_adamw" gives its step AdamW's
+    RMS, so the same lr serves both) and the embeddings, heads and biases stay with AdamATan2."""
+    def adam(params) -> AdamAtan2:
+        return AdamAtan2(params, lr=optim.lr, betas=(optim.beta1, optim.beta2), weight_decay=optim.weight_decay,
+                         a=1.0, b=1.0)
+
+    if optim.optimizer == "adam-atan2":
+        return adam(model.parameters())
+    blocks = {id(p) for module in model.modules() if isinstance(module, Reasoner) for p in module.parameters()}
+    matrices = [p for p in model.parameters() if id(p) in blocks and p.ndim == 2]
+    others = [p for p in model.parameters() if not (id(p) in blocks and p.ndim == 2)]
+    muon = torch.optim.Muon(matrices, lr=optim.lr, weight_decay=optim.weight_decay, adjust_lr_fn="match_rms_adamw")
+    return Optimizers(muon, adam(others))
 
 
 class Learner:
@@ -60,9 +103,7 @@ class Learner:
             self.model.compile_step()
             if self.ema is not None:
                 self.ema.compile_step()
-        # AdamATan2 with a = b = 1: the update is exactly atan2(m_hat, sqrt(v_hat)), no epsilon.
-        self.optimizer = AdamAtan2(self.model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2),
-                                   weight_decay=optim.weight_decay, a=1.0, b=1.0)
+        self.optimizer = build_optimizer(self.model, optim)
         self.puzzles = PuzzleEmbedding(num_puzzle_ids, model_config.puzzle_dim, world.device, puzzle_storage)
         self.step = 0
         # The next step's learning-rate factor (network and puzzle rows), set by a caller that schedules

@@ -34,6 +34,7 @@ class FinetuneConfig:
     # of GPU memory halves it.
     micro_batch: int | str | None = "auto"
     lr: float = 1e-4  # network learning rate
+    optimizer: str = "adam-atan2"  # or "muon" for the blocks' 2-D weights (pretrain.learner.build_optimizer)
     puzzle_lr: float = 1e-2  # sign-SGD on the task's puzzle rows
     weight_decay: float = 0.1
     warmup_steps: int = 10

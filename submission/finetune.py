@@ -365,7 +365,8 @@ def _new_learner(network: Network, config: FinetuneConfig, catalogue: PuzzleCata
                  device: torch.device, dtype: torch.dtype) -> Learner:
     """A fresh copy of the network with the catalogue's puzzle rows, each at the network's mean row."""
     world = World(rank=0, size=1, local_rank=0, device=device)
-    optim = OptimConfig(global_batch=config.batch, lr=config.lr, lr_warmup_steps=config.warmup_steps,
+    optim = OptimConfig(global_batch=config.batch, lr=config.lr, optimizer=config.optimizer,
+                        lr_warmup_steps=config.warmup_steps,
                         weight_decay=config.weight_decay, puzzle_lr=config.puzzle_lr, ema_decay=0.0,
                         train_network=config.embedding_steps == 0, micro_batch=micro_batch)
     learner = Learner(network.config, optim, catalogue.num_ids, world, dtype, config.seed,

@@ -3,7 +3,6 @@ used only while predicting, and ``bench.inference``, which compares them on one 
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 

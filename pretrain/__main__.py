@@ -17,6 +17,7 @@ import orjson
 
 from arc_data.grids import ArcDataError
 from pretrain import checkpoint
+from pretrain.config import OPTIMIZERS
 from pretrain.distributed import setup_world, teardown_world
 from pretrain.model import build_model, count_parameters
 from pretrain.presets import RUN_PRESETS, RunConfig
@@ -33,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--global-batch", type=int, help="samples per optimizer step over all ranks")
     parser.add_argument("--lr", type=float, help="network learning rate")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS,
+                        help="adam-atan2 (the presets'), or muon for the recursive blocks' matrices")
     parser.add_argument("--lr-cooldown-steps", type=int,
                         help="decay the learning rates linearly to zero over the run's last N steps (default 0: "
                              "constant after warm-up, as in the papers); with --resume and a larger --steps, "
@@ -79,7 +82,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         config.puzzle_storage = args.puzzle_table
     if args.pos_encoding:
         config.model = config.model.replace(pos_encoding=args.pos_encoding)
-    optim = {"global_batch": args.global_batch, "lr": args.lr, "lr_cooldown_steps": args.lr_cooldown_steps,
+    optim = {"global_batch": args.global_batch, "lr": args.lr, "optimizer": args.optimizer,
+             "lr_cooldown_steps": args.lr_cooldown_steps,
              "micro_batch": args.micro_batch,
              "activation_checkpointing": True if args.activation_checkpointing else None}
     config.optim = dataclasses.replace(config.optim, **{k: v for k, v in optim.items() if v is not None})

@@ -35,11 +35,10 @@ from arc_data.grids import ArcDataError
 from arc_data.progress import progress, write_line
 from arc_data.sources import BUNDLED, SPLITS
 from arc_data.tasks import Task
-from augment.voting import RANK_KEYS
 from bench.common import SettingError, load_network, parse_seeds, replaced_fields, suite_tasks
 from pretrain.config import parse_setting
 from pretrain.export import ExportError, refuse_pretrained_tasks
-from submission.candidates import candidate_records, selector_scores, write_candidates
+from submission.candidates import candidate_records, task_scores, write_candidates
 from submission.config import FINETUNE_PRESETS, INFERENCE_FIELDS, SHIPPED_NETWORK, FinetuneConfig
 from submission.finetune import TaskOutcome, describe, solve_task_variants
 from submission.network import Network
@@ -96,35 +95,38 @@ def run_variants(tasks: list[Task], networks: dict[int, Network], config: Finetu
 
 
 def variant_scores(tasks: list[Task], outcomes: dict[int, dict[str, dict[str, TaskOutcome]]]) -> dict:
-    """scores[variant][selector or "oracle"][seed] = pass@2 per task (pass@K for the oracle); a task
-    without an outcome scores 0, so every variant is averaged over the same tasks."""
+    """scores[variant][selector or "oracle"][seed] = each task's pass@2 (pass@K for the oracle), in
+    the order of ``tasks``; a task without an outcome scores 0, so every variant covers the same tasks."""
     scores: dict = {}
     for seed, by_variant in outcomes.items():
         for name, by_task in by_variant.items():
             records = candidate_records(tasks, by_task, seed)
-            ran = selector_scores(records)
-            share = len(records) / len(tasks)  # tasks that failed count as 0
-            for selector in RANK_KEYS:
-                scores.setdefault(name, {}).setdefault(selector, {})[seed] = share * ran[selector]["pass@2"]
-            scores[name].setdefault("oracle", {})[seed] = share * ran["oracle"]["pass@K"]
+            scored = task_scores(records, 2)
+            for selector, values in scored.items():
+                by_id = dict(zip((r["task"] for r in records), values))
+                scores.setdefault(name, {}).setdefault(selector, {})[seed] = [by_id.get(t.id, 0.0) for t in tasks]
     return scores
 
 
 def paired_table(scores: dict, baseline: tuple[str, str]) -> str:
-    """One row per variant and selector: pass@2 per seed, the mean, and the paired difference to
-    ``baseline`` (variant, selector) as mean and standard deviation over the seeds."""
+    """One row per variant and selector: pass@2 per seed, the mean, the paired difference to
+    ``baseline`` (variant, selector) as mean and standard deviation over the seeds, and the
+    (seed, task) pairs it wins and loses against the baseline."""
     base = scores[baseline[0]][baseline[1]]
     seeds = list(base)
-    head = ["variant", "selector"] + [f"seed {s}" for s in seeds] + ["mean", f"minus {baseline[0]}/{baseline[1]}"]
+    head = (["variant", "selector"] + [f"seed {s}" for s in seeds]
+            + ["mean", f"minus {baseline[0]}/{baseline[1]}", "tasks won / lost"])
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, by_selector in scores.items():
         for selector, per_seed in by_selector.items():
-            values = [per_seed[s] for s in seeds]
-            diffs = [per_seed[s] - base[s] for s in seeds]
+            values = [float(np.mean(per_seed[s])) for s in seeds]
+            diffs = [v - float(np.mean(base[s])) for v, s in zip(values, seeds)]
             spread = f" +- {100 * np.std(diffs, ddof=1):.2f}" if len(seeds) > 1 else ""
+            pairs = [(a, b) for s in seeds for a, b in zip(per_seed[s], base[s])]
+            won, lost = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
             lines.append("| " + " | ".join([name, selector] + [f"{100 * v:.2f}%" for v in values]
-                                          + [f"{100 * np.mean(values):.2f}%", f"{100 * np.mean(diffs):+.2f}{spread}"])
-                         + " |")
+                                          + [f"{100 * np.mean(values):.2f}%", f"{100 * np.mean(diffs):+.2f}{spread}",
+                                             f"{won} / {lost}"]) + " |")
     return "\n".join(lines)
 
 

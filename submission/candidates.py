@@ -48,15 +48,24 @@ def read_candidates(paths: Iterable[Path]) -> list[dict]:
 def selector_scores(records: list[dict]) -> dict[str, dict[str, float]]:
     """For each selector: pass@1 and pass@2 per task (the leaderboard's unit), averaged over the
     records, and the pass@K oracle (any candidate right). Records of several seeds count apart."""
-    tasks = [[_parsed(test) for test in r["test"]] for r in records if all(t["truth"] is not None for t in r["test"])]
-    result = {}
-    for name in RANK_KEYS:
-        per_task = {k: [np.mean([_hit(rank_evidence(evidence, name)[:k], truth) for evidence, truth in task])
-                        for task in tasks] for k in (1, 2)}
-        result[name] = {f"pass@{k}": float(np.mean(v)) if v else 0.0 for k, v in per_task.items()}
-    oracle = [np.mean([_hit(evidence, truth) for evidence, truth in task]) for task in tasks]
-    result["oracle"] = {"pass@K": float(np.mean(oracle)) if oracle else 0.0}
+    by_k = {k: task_scores(records, k) for k in (1, 2)}
+    result = {name: {f"pass@{k}": _mean(by_k[k][name]) for k in (1, 2)} for name in RANK_KEYS}
+    result["oracle"] = {"pass@K": _mean(by_k[2]["oracle"])}
     return result
+
+
+def task_scores(records: list[dict], k: int) -> dict[str, list[float]]:
+    """Each selector's pass@k of every record whose truths are known, in the records' order (one
+    task's share of test outputs hit); "oracle": any candidate right (pass@K)."""
+    tasks = [[_parsed(test) for test in r["test"]] for r in records if all(t["truth"] is not None for t in r["test"])]
+    scores = {name: [float(np.mean([_hit(rank_evidence(evidence, name)[:k], truth) for evidence, truth in task]))
+                     for task in tasks] for name in RANK_KEYS}
+    scores["oracle"] = [float(np.mean([_hit(evidence, truth) for evidence, truth in task])) for task in tasks]
+    return scores
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
 
 
 def _parsed(test: dict) -> tuple[list[Evidence], bytes]:

@@ -94,6 +94,37 @@ def small_arc() -> RunConfig:
         steps=20_000, log_every=100, eval_every=2_000, eval_views=8, eval_batch=128, checkpoint_every=1_000)
 
 
+def one_gpu_data() -> DataConfig:
+    """ARC-AGI-1 and ARC-AGI-2 training tasks of every size, ARC-AGI-1's evaluation tasks refused (the
+    ARC-AGI-2 training split holds 376 of them) and ARC-AGI-1's training tasks counted once; part 0 of
+    8 of ARC-AGI-1's training tasks held out, as in small-arc; each task on the smallest canvas that
+    holds it."""
+    held = SMALL_HELD_OUT_PART
+    arc1 = "bundled:arc-agi-1/train,minus=bundled:arc-agi-1/eval"
+    arc2 = "bundled:arc-agi-2/train,minus=bundled:arc-agi-1/eval,minus=bundled:arc-agi-1/train"
+    return DataConfig(train_sources=(f"{arc1},not-part={held}", f"{arc2},not-part={held}"),
+                      held_out_sources=(f"{arc1},part={held}",), evaluated_sources=SMALL_EVALUATED,
+                      num_aug=1000, translate=True, canvas=30, bucket_canvas=True)
+
+
+def one_gpu() -> RunConfig:
+    """About one day of one H100, sized but not yet run on a GPU: TRM-Att (6.8M parameters) with 2-D
+    RoPE so that every task trains on the smallest canvas that holds it, on the training splits only
+    (no evaluation task, not even its demonstrations), the official optimizer settings, and the
+    learning rate cooled to zero over the last 10,000 steps (the cool-down halved small-arc's loss
+    curve's last stretch, docs/BENCHMARKS.md).
+
+    43,000 steps of 768 samples: the official ARC-AGI-1 run's 518,000 steps took about 12 H100-days,
+    so one H100-day is about 43,000 at the full 30x30 canvas; bucketed canvases make most steps
+    cheaper, so the run should end early. Pair it with the ``one-gpu`` fine-tuning preset. Measured
+    only at CPU scale (docs/BENCHMARKS.md, "Ingredients, paired") until a GPU run says more."""
+    return RunConfig(
+        name="one-gpu", model=model_presets.trm_att().replace(pos_encoding="rope2d"), data=one_gpu_data(),
+        optim=OptimConfig(global_batch=768, lr=1e-4, lr_warmup_steps=2000, lr_cooldown_steps=10_000,
+                          micro_batch="auto"),
+        steps=43_000, eval_every=5_000, checkpoint_every=1_000)
+
+
 def trm_arc1() -> RunConfig:
     return RunConfig(name="trm-arc1", model=model_presets.trm_att(), data=ARC1)
 
@@ -112,5 +143,5 @@ def hrm_arc1() -> RunConfig:
 
 RUN_PRESETS: dict[str, Callable[[], RunConfig]] = {
     "tiny": tiny, "small-arc": small_arc, "trm-arc1": trm_arc1, "trm-arc2": trm_arc2, "trm-mlp-arc1": trm_mlp_arc1,
-    "hrm-arc1": hrm_arc1,
+    "hrm-arc1": hrm_arc1, "one-gpu": one_gpu,
 }

@@ -1,5 +1,7 @@
 """Task selection by size, source filters, and the guard that keeps evaluated tasks out of pretraining."""
 
+import dataclasses
+
 import numpy as np
 import orjson
 import pytest
@@ -173,3 +175,15 @@ def test_the_cli_refuses_a_leaking_source_in_one_line(tmp_path, capsys, how):
         code, err = result.returncode, result.stderr
     assert code == 2 and "Traceback" not in err
     assert err.strip().count("\n") == 0 and "overlaps the evaluated tasks" in err
+
+
+def test_one_gpu_preset_pretrains_on_training_tasks_only():
+    from pretrain.presets import one_gpu
+    data = dataclasses.replace(one_gpu().data, num_aug=1)  # the guard does not depend on the augmentations
+    catalogue = PuzzleCatalogue.from_config(data)
+    train = [g.task for g in catalogue.groups if not g.held_out]
+    held_out = [g.task for g in catalogue.held_out_groups()]
+    evaluated = [t for s in data.evaluated_sources for t in load_source(s)]
+    assert not overlaps(train + held_out, evaluated)
+    assert not {t.id for t in train} & {t.id for t in held_out}
+    assert catalogue.canvases() == [8, 12, 16, 20, 24, 30] and len(train) > 500

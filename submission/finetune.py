@@ -6,7 +6,9 @@
 The task gets new puzzle rows (one per augmented version, started at the network's mean row), a
 few steps that train only those rows, then full fine-tuning with the same ``train_step`` as
 pretraining. Then every test input is predicted under as many augmented views as the time share
-allows (the identity first), mapped back and ranked by the configured selector. How many steps, at
+allows (the identity first; each view ``samples_per_view`` times, with the ``latent_noise`` and
+``predict_overrides`` that apply only while predicting), mapped back and ranked by the configured
+selector. How many steps, at
 what learning rate, and how much time inference keeps: ``submission/schedule.py``. Nothing here is
 shared between tasks, so a task can run on any worker and a failure stays inside it.
 

@@ -140,6 +140,15 @@ def kaggle_mcgovern() -> FinetuneConfig:
                           max_task_seconds=900.0, shard_per_worker=True)
 
 
+def one_gpu() -> FinetuneConfig:
+    """One GPU, for the ``one-gpu`` pretraining preset's network on an evaluation split: NVARC's
+    test-time recipe (``kaggle_nvarc``: every task of the worker fine-tuned jointly, 128 augmentations,
+    lr 1e-4, 200 warm-up steps, votes) at the network's own cycles, with the inference option that won
+    paired at CPU scale: 4 samples per view with latent noise 0.1 (docs/BENCHMARKS.md, "Ingredients,
+    paired"). Not yet run on a GPU."""
+    return dataclasses.replace(kaggle_nvarc(), model_overrides={}, samples_per_view=4, latent_noise=0.1)
+
+
 def kaggle_placeholder() -> FinetuneConfig:
     """The visible placeholder test file (not the rerun): a short run that proves the notebook works."""
     return FinetuneConfig(num_aug=32, steps=10, embedding_steps=2, batch=32, views=16, max_task_seconds=30.0)
@@ -159,5 +168,5 @@ KAGGLE_VISIBLE_PRESET = "kaggle-placeholder"
 
 FINETUNE_PRESETS: dict[str, Callable[[], FinetuneConfig]] = {
     "cpu": cpu, "kaggle-4xl4": kaggle_4xl4, "kaggle-nvarc": kaggle_nvarc, "kaggle-mcgovern": kaggle_mcgovern,
-    "kaggle-placeholder": kaggle_placeholder, "synthetic": synthetic,
+    "kaggle-placeholder": kaggle_placeholder, "synthetic": synthetic, "one-gpu": one_gpu,
 }

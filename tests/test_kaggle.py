@@ -137,7 +137,8 @@ def test_the_build_records_the_preset_the_rerun_runs(built, tmp_path, checkpoint
 
 def test_presets_expect_the_4xl4_machine_or_nothing():
     assert {name: expected_gpus(name) for name in FINETUNE_PRESETS} == {
-        "cpu": 0, "kaggle-4xl4": 4, "kaggle-nvarc": 4, "kaggle-mcgovern": 4, "kaggle-placeholder": 0, "synthetic": 0}
+        "cpu": 0, "kaggle-4xl4": 4, "kaggle-nvarc": 4, "kaggle-mcgovern": 4, "kaggle-placeholder": 0, "synthetic": 0,
+        "one-gpu": 0}
 
 
 def test_an_unknown_preset_is_one_line_before_any_work(tmp_path, checkpoint, capsys):

@@ -23,6 +23,7 @@ import dataclasses
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -60,6 +61,21 @@ def parse_variants(items: list[str]) -> dict[str, dict]:
     return variants or {"base": {}}
 
 
+# Seconds between a worker's checks that the process which started it is still there.
+PARENT_CHECK_SECONDS = 2.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In each worker: end the process once its parent has gone (killed, say), instead of computing
+    on for nobody."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _solve_job(task: Task, network: Network, config: FinetuneConfig,
                variants: dict[str, dict]) -> tuple[str, dict[str, TaskOutcome] | str, float]:
     """One task at one seed, in a worker process: its outcome per variant, or the one-line error."""
@@ -77,7 +93,8 @@ def run_variants(tasks: list[Task], networks: dict[int, Network], config: Finetu
     """outcomes[seed][variant][task id], every (seed, task) fine-tuned once in a pool of ``workers``."""
     outcomes = {seed: {name: {} for name in variants} for seed in networks}
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         jobs = {pool.submit(_solve_job, task, network, dataclasses.replace(config, seed=seed), variants): seed
                 for seed, network in networks.items() for task in tasks}
         with progress(total=len(jobs), desc="tasks x seeds") as bar:

@@ -2,6 +2,10 @@
 used only while predicting, and ``bench.inference``, which compares them on one fine-tuned network."""
 
 import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +17,7 @@ from pretrain.data import PuzzleCatalogue
 from pretrain.model import build_model
 from submission.config import FinetuneConfig, cpu, fresh_model_config
 from submission.finetune import Network, prediction_views, predicting, solve_task_variants
-from tests.helpers import call_main
+from tests.helpers import call_main, start_cli
 
 CPU = torch.device("cpu")
 
@@ -116,3 +120,42 @@ def test_bench_inference_refuses_a_variant_that_changes_the_fine_tuning(capsys):
     code, out, err = call_main(inference.main, capsys, "--fresh", "--variant", 'bad={"lr": 1.0}')
     assert code == 2
     assert err.strip().count("\n") == 0 and "lr is not one of" in err
+
+
+@pytest.mark.cli
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_bench_inference_workers_end_when_the_command_is_killed(tmp_path):
+    process = start_cli(["-m", "bench.inference", "--source", "synthetic:4/9/colour_map", "--fresh", "--steps", "100000",
+                         "--seeds", "0", "--workers", "2"])
+    deadline = time.monotonic() + 120
+    while len(children(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    workers = children(process.pid)
+    assert len(workers) >= 2, "the workers never started"
+    time.sleep(20)  # until they are fine-tuning (a worker still starting up ends with its parent anyway)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(alive(pid) for pid in workers)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and "spawn_main" in (stat.parent / "cmdline").read_bytes().decode(errors="replace"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -3,7 +3,8 @@
 Each task is fine-tuned once per seed for a fixed number of steps, then predicted under every
 variant: changes of the inference fields (``submission.config.INFERENCE_FIELDS``: views,
 samples_per_view, latent_noise, predict_overrides, ...). The variants differ in nothing else, so
-the comparison is paired by construction and costs one fine-tuning per task and seed. For every
+the comparison is paired by construction and costs one fine-tuning per task and seed. It runs on
+the CPU, ``--workers`` processes of one thread each. For every
 variant and selector it prints pass@2 (the leaderboard's unit) per seed, the mean, and the paired
 difference to the first variant's default selector, with how many tasks each side wins::
 

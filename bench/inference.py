@@ -4,12 +4,12 @@ Each task is fine-tuned once per seed for a fixed number of steps, then predicte
 variant: changes of the inference fields (``submission.config.INFERENCE_FIELDS``: views,
 samples_per_view, latent_noise, predict_overrides, ...). The variants differ in nothing else, so
 the comparison is paired by construction and costs one fine-tuning per task and seed. It runs on
-the CPU, ``--workers`` processes of one thread each. For every
-variant and selector it prints pass@2 (the leaderboard's unit) per seed, the mean, and the paired
-difference to the first variant's default selector, with how many tasks each side wins::
+the CPU, ``--workers`` processes of one thread each. For every variant and selector it prints
+pass@2 (the leaderboard's unit) per seed, the mean, and the paired difference to the first
+variant's default selector, with how many (seed, task) pairs each side wins::
 
     python -m bench.inference --source "bundled:arc-agi-1/train,max-side=10,minus=bundled:arc-agi-1/eval,part=0/8" \\
-        --allow-pretrained-tasks --steps 200 --seeds 0,1 \\
+        --allow-pretrained-tasks --steps 300 --seeds 0,1 \\
         --variant base={} --variant noise='{"latent_noise": 0.2, "samples_per_view": 4}'
 
 ``--candidates PREFIX`` writes each variant's candidates to ``PREFIX-NAME.jsonl`` (the format of

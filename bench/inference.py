@@ -41,21 +41,20 @@ from bench.common import SettingError, load_network, parse_seeds, replaced_field
 from pretrain.config import parse_setting
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from submission.candidates import candidate_records, task_scores, write_candidates
-from submission.config import FINETUNE_PRESETS, INFERENCE_FIELDS, SHIPPED_NETWORK, FinetuneConfig
+from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, FinetuneConfig, check_inference_changes
 from submission.finetune import TaskOutcome, describe, solve_task_variants
 from submission.network import Network
 
 
 def parse_variants(items: list[str]) -> dict[str, dict]:
-    """``NAME=JSON`` items, in order (the first is the baseline), each checked against INFERENCE_FIELDS."""
+    """``NAME=JSON`` items, in order (the first is the baseline), each checked against INFERENCE_FIELDS
+    (ValueError)."""
     variants = {}
     for item in items:
         name, changes = parse_setting(item)
         if not isinstance(changes, dict):
             raise SettingError(f"--variant {item!r}: expected NAME={{...}}, a JSON object of inference fields")
-        unknown = sorted(set(changes) - set(INFERENCE_FIELDS))
-        if unknown:
-            raise SettingError(f"--variant {name}: {', '.join(unknown)} is not one of {', '.join(INFERENCE_FIELDS)}")
+        check_inference_changes(name, changes)
         if name in variants:
             raise SettingError(f"--variant {name} is given twice")
         variants[name] = changes

@@ -78,9 +78,10 @@ def build_optimizer(model: RecursiveModel, optim: OptimConfig) -> torch.optim.Op
 
     if optim.optimizer == "adam-atan2":
         return adam(model.parameters())
-    blocks = {id(p) for module in model.modules() if isinstance(module, Reasoner) for p in module.parameters()}
-    matrices = [p for p in model.parameters() if id(p) in blocks and p.ndim == 2]
-    others = [p for p in model.parameters() if not (id(p) in blocks and p.ndim == 2)]
+    matrices = [p for module in model.modules() if isinstance(module, Reasoner) for p in module.parameters()
+                if p.ndim == 2]
+    chosen = {id(p) for p in matrices}
+    others = [p for p in model.parameters() if id(p) not in chosen]
     muon = torch.optim.Muon(matrices, lr=optim.lr, weight_decay=optim.weight_decay, adjust_lr_fn="match_rms_adamw")
     return Optimizers(muon, adam(others))
 

@@ -69,15 +69,22 @@ SMALL_HELD_OUT_PART = "0/8"
 SMALL_EVALUATED = ("bundled:arc-agi-1/eval", "bundled:arc-agi-2/eval")
 
 
-def small_arc_data() -> DataConfig:
+def training_splits_data(num_aug: int, max_side: int | None = None) -> DataConfig:
     """ARC-AGI-1 training + ARC-AGI-2 training minus ARC-AGI-1 evaluation (it holds 376 of those 400 tasks)
-    and minus ARC-AGI-1 training (the same tasks again), within 10x10, bucketed to 8x8 and 12x12 canvases."""
-    small, held = f"max-side={SMALL_SIDE}", SMALL_HELD_OUT_PART
-    arc1 = f"bundled:arc-agi-1/train,{small},minus=bundled:arc-agi-1/eval"
-    arc2 = f"bundled:arc-agi-2/train,{small},minus=bundled:arc-agi-1/eval,minus=bundled:arc-agi-1/train"
+    and minus ARC-AGI-1 training (the same tasks again), optionally only the tasks within max_side x
+    max_side; part 0 of 8 of ARC-AGI-1's training tasks held out; each task on the smallest canvas
+    that holds it. The evaluation splits are refused as pretraining data."""
+    small, held = (f",max-side={max_side}" if max_side else ""), SMALL_HELD_OUT_PART
+    arc1 = f"bundled:arc-agi-1/train{small},minus=bundled:arc-agi-1/eval"
+    arc2 = f"bundled:arc-agi-2/train{small},minus=bundled:arc-agi-1/eval,minus=bundled:arc-agi-1/train"
     return DataConfig(train_sources=(f"{arc1},not-part={held}", f"{arc2},not-part={held}"),
                       held_out_sources=(f"{arc1},part={held}",), evaluated_sources=SMALL_EVALUATED,
-                      num_aug=64, translate=True, canvas=30, bucket_canvas=True)
+                      num_aug=num_aug, translate=True, canvas=30, bucket_canvas=True)
+
+
+def small_arc_data() -> DataConfig:
+    """The training splits' tasks within 10x10, bucketed to 8x8 and 12x12 canvases."""
+    return training_splits_data(num_aug=64, max_side=SMALL_SIDE)
 
 
 def small_arc() -> RunConfig:
@@ -94,19 +101,6 @@ def small_arc() -> RunConfig:
         steps=20_000, log_every=100, eval_every=2_000, eval_views=8, eval_batch=128, checkpoint_every=1_000)
 
 
-def one_gpu_data() -> DataConfig:
-    """ARC-AGI-1 and ARC-AGI-2 training tasks of every size, ARC-AGI-1's evaluation tasks refused (the
-    ARC-AGI-2 training split holds 376 of them) and ARC-AGI-1's training tasks counted once; part 0 of
-    8 of ARC-AGI-1's training tasks held out, as in small-arc; each task on the smallest canvas that
-    holds it."""
-    held = SMALL_HELD_OUT_PART
-    arc1 = "bundled:arc-agi-1/train,minus=bundled:arc-agi-1/eval"
-    arc2 = "bundled:arc-agi-2/train,minus=bundled:arc-agi-1/eval,minus=bundled:arc-agi-1/train"
-    return DataConfig(train_sources=(f"{arc1},not-part={held}", f"{arc2},not-part={held}"),
-                      held_out_sources=(f"{arc1},part={held}",), evaluated_sources=SMALL_EVALUATED,
-                      num_aug=1000, translate=True, canvas=30, bucket_canvas=True)
-
-
 def one_gpu() -> RunConfig:
     """About one day of one H100, sized but not yet run on a GPU: TRM-Att (6.8M parameters) with 2-D
     RoPE so that every task trains on the smallest canvas that holds it, on the training splits only
@@ -117,10 +111,11 @@ def one_gpu() -> RunConfig:
 
     43,000 steps of 768 samples: the official ARC-AGI-1 run's 518,000 steps took about 12 H100-days,
     so one H100-day is about 43,000 at the full 30x30 canvas; bucketed canvases make most steps
-    cheaper, so the run should end early. Pair it with the ``one-gpu`` fine-tuning preset. Measured
+    cheaper, so the run should take less than a day. Pair it with the ``one-gpu`` fine-tuning preset. Measured
     only at CPU scale (docs/BENCHMARKS.md, "Ingredients, paired") until a GPU run says more."""
     return RunConfig(
-        name="one-gpu", model=model_presets.trm_att().replace(pos_encoding="rope2d"), data=one_gpu_data(),
+        name="one-gpu", model=model_presets.trm_att().replace(pos_encoding="rope2d"),
+        data=training_splits_data(num_aug=1000),
         optim=OptimConfig(global_batch=768, lr=1e-4, optimizer="muon", lr_warmup_steps=2000,
                           lr_cooldown_steps=10_000, micro_batch="auto"),
         steps=43_000, eval_every=5_000, checkpoint_every=1_000)

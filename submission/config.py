@@ -21,6 +21,13 @@ TEST_TIME_MODEL_FIELDS = ("T", "n", "max_steps", "halt_exploration")
 INFERENCE_FIELDS = ("views", "samples_per_view", "latent_noise", "predict_overrides", "inference_batch", "selector")
 
 
+def check_inference_changes(name: str, changes: dict) -> None:
+    """Raise ValueError unless ``changes`` (of the variant ``name``) touch only INFERENCE_FIELDS."""
+    unknown = sorted(set(changes) - set(INFERENCE_FIELDS))
+    if unknown:
+        raise ValueError(f"variant {name}: {', '.join(unknown)} is not one of {', '.join(INFERENCE_FIELDS)}")
+
+
 @dataclass
 class FinetuneConfig:
     num_aug: int = 1000  # augmented versions of the task (identity first); also the inference views

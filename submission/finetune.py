@@ -51,7 +51,7 @@ from pretrain.evaluation import ViewBatch, predict, task_views, view_predictions
 from pretrain.learner import Learner, Slots, free_memory, train_step, warm_up_train_step
 from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
-from submission.config import INFERENCE_FIELDS, FinetuneConfig
+from submission.config import FinetuneConfig, check_inference_changes
 from submission.network import Network
 from submission.schedule import FinetuneSchedule, inference_reserve
 from augment.voting import NEEDS_LOG_PROBS, RANK_KEYS, Evidence, gather_evidence, rank_evidence
@@ -164,9 +164,7 @@ def solve_task_variants(task: Task, network: Network, config: FinetuneConfig, va
     if config.steps is None:
         raise ValueError("comparing variants needs a fixed number of fine-tuning steps")
     for name, changes in variants.items():
-        unknown = sorted(set(changes) - set(INFERENCE_FIELDS))
-        if unknown:
-            raise ValueError(f"variant {name}: {', '.join(unknown)} is not one of {', '.join(INFERENCE_FIELDS)}")
+        check_inference_changes(name, changes)
     network = network.with_overrides(config.model_overrides)
     reason = why_task_cannot_run(task, network)
     if reason is not None:

@@ -39,6 +39,7 @@ from arc_data.sources import BUNDLED, SPLITS
 from arc_data.tasks import Task
 from bench.common import SettingError, load_network, parse_seeds, replaced_fields, suite_tasks
 from pretrain.config import parse_setting
+from pretrain.cpu_matmul import use_onednn_matmul
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from submission.candidates import candidate_records, task_scores, write_candidates
 from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, FinetuneConfig, check_inference_changes
@@ -80,6 +81,7 @@ def _solve_job(task: Task, network: Network, config: FinetuneConfig,
                variants: dict[str, dict]) -> tuple[str, dict[str, TaskOutcome] | str, float]:
     """One task at one seed, in a worker process: its outcome per variant, or the one-line error."""
     torch.set_num_threads(1)
+    use_onednn_matmul()
     start = time.perf_counter()
     try:
         outcomes = solve_task_variants(task, network, config, variants, torch.device("cpu"))

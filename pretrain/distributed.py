@@ -19,6 +19,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from pretrain.cpu_matmul import use_onednn_matmul
+
 # How long a rank waits in a collective before the run fails. Generous: a checkpoint save or the
 # first compilation of a step may keep one rank away for minutes.
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
@@ -81,7 +83,8 @@ def rank_device(requested: torch.device, local_rank: int, world_size: int) -> tu
 
 
 def setup_world(device: str | None = None) -> World:
-    """Read torchrun's environment; start the process group when there is more than one rank."""
+    """Read torchrun's environment; start the process group when there is more than one rank. On a CPU,
+    fp32 products go to oneDNN where that keeps fp32 precision (``pretrain.cpu_matmul``)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -90,6 +93,8 @@ def setup_world(device: str | None = None) -> World:
         print(f"note: {note}", file=sys.stderr)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
+    else:
+        use_onednn_matmul()
     if size > 1 and not dist.is_initialized():
         cuda = chosen.type == "cuda"
         dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=COLLECTIVE_TIMEOUT,

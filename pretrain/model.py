@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pretrain.config import ModelConfig
+from pretrain.cpu_matmul import flash_attention, onednn_matmul_on
 
 # ---------------------------------------------------------------------------------------------
 # Initialisation
@@ -209,7 +210,11 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, C // self.heads).unbind(2)  # each (B, L, H, D)
         # Rotation makes new q and k; a copy of v lets the qkv buffer go (attention saves v for backward).
         q, k, v = apply_rope(q, rope), apply_rope(k, rope), v.contiguous()
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, H, L, D)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, L, D)
+        if q.dtype == torch.float32 and q.device.type == "cpu" and onednn_matmul_on():
+            y = flash_attention(q, k, v)  # the same attention, its small products kept off oneDNN
+        else:
+            y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.transpose(1, 2).reshape(B, L, C))
 
 

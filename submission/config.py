@@ -65,7 +65,8 @@ class FinetuneConfig:
     selector: str = "poe"
     compare_selectors: bool = False  # also rank with every other selector (for measuring them)
     keep_evidence: bool = False  # keep every candidate's evidence (votes, confidences, per-view log-probabilities)
-    # torch.compile the network (compiled once per shape per worker, off the tasks' clocks); None: on CUDA
+    # torch.compile the network (compiled once per shape per worker, off the tasks' clocks); None: on
+    # CUDA, and on a CPU for runs of at least CPU_COMPILE_MIN_SECONDS (``compile_for_run``)
     compile: bool | None = None
     bucket_canvas: bool = True  # run each task at the smallest canvas of data.CANVAS_BUCKETS that holds it
     max_task_seconds: float = 600.0  # cap on any one task's share of the time (a guard for huge time limits)
@@ -92,6 +93,20 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# A CPU worker compiles each canvas in about 18 s and then fine-tunes about 1.3x more steps per second
+# (docs/BENCHMARKS.md, "The CPU step"): worth it once a run gives each worker several minutes.
+CPU_COMPILE_MIN_SECONDS = 300.0
+
+
+def compile_for_run(config: FinetuneConfig, device_type: str, seconds: float) -> FinetuneConfig:
+    """``config`` with ``compile`` settled for a run of ``seconds`` on workers of ``device_type``:
+    a preset's explicit choice stands; None compiles on CUDA, and on a CPU when the run is long
+    enough for the compile to pay for itself."""
+    if config.compile is not None:
+        return config
+    return dataclasses.replace(config, compile=device_type == "cuda" or seconds >= CPU_COMPILE_MIN_SECONDS)
 
 
 def fresh_model_config() -> ModelConfig:

@@ -44,7 +44,7 @@ import torch
 
 from arc_data.progress import progress, write_line
 from arc_data.tasks import Task
-from submission.config import FinetuneConfig
+from submission.config import FinetuneConfig, compile_for_run
 from submission.finetune import Network, TaskOutcome, solve_shard
 from submission.worker import Solver, worker_main
 from submission.writer import prefill, set_attempts, write_submission
@@ -256,6 +256,7 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
     file = _SubmissionFile(out, unsolved)
     summary = RunSummary()
     devices = worker_devices(workers)
+    config = compile_for_run(config, torch.device(devices[0]).type, time_limit)
     ordered = sorted(unsolved, key=task_size)
     size = config.shard_size(len(unsolved), len(devices))
     pending = [_Shard(ordered[i:i + size]) for i in range(0, len(ordered), size)]

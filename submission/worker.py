@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from arc_data.tasks import Task
+from pretrain.cpu_matmul import use_onednn_matmul
 from submission.config import FinetuneConfig
 from submission.finetune import Network, TaskOutcome, cuda_context_broken, describe, free_memory
 
@@ -38,6 +39,8 @@ def worker_main(name: str, device_name: str, network: Network, config: FinetuneC
     device = torch.device(device_name)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # first: nothing may create a context on another GPU
+    else:
+        use_onednn_matmul()
     torch.set_num_threads(1)
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 

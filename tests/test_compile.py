@@ -12,6 +12,7 @@ from torch._dynamo.utils import counters
 
 from arc_data.synthetic import synthetic_tasks
 from pretrain.config import tiny
+from pretrain.cpu_matmul import use_default_matmul, use_onednn_matmul
 from pretrain.data import DataConfig, PuzzleCatalogue, TrainStream
 from pretrain.distributed import World
 from pretrain.evaluation import predict
@@ -81,9 +82,19 @@ def test_compiled_and_eager_steps_agree():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.fixture
+def default_matmul_after():
+    yield
+    use_default_matmul()
+
+
 @pytest.mark.slow
-def test_inductor_compiled_step_matches_eager():
-    """The backend a GPU uses, on the CPU: a few minutes of code generation."""
+@pytest.mark.parametrize("onednn", [False, True])
+def test_inductor_compiled_step_matches_eager(onednn, default_matmul_after):
+    """The backend a GPU uses, on the CPU: a few minutes of code generation. With oneDNN for the
+    products (``pretrain.cpu_matmul``) as CPU runs have it, and without."""
+    if onednn and not use_onednn_matmul():
+        pytest.skip("oneDNN would round fp32 products on this CPU: the switch stays off")
     torch._dynamo.reset()
     counters.clear()
     runs = []

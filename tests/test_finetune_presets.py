@@ -8,7 +8,8 @@ import torch
 from arc_data.synthetic import synthetic_tasks
 from make_submission import parse_args, resolve
 from submission import finetune, kaggle_env
-from submission.config import FINETUNE_PRESETS, FinetuneConfig, cpu, fresh_model_config
+from submission.config import (CPU_COMPILE_MIN_SECONDS, FINETUNE_PRESETS, FinetuneConfig, compile_for_run, cpu,
+                               fresh_model_config)
 from submission.finetune import Network, solve_task
 from submission.runner import run_submission
 
@@ -26,6 +27,16 @@ def test_every_preset_is_valid_and_nvarc_carries_its_test_time_cycles():
     assert nvarc.model_overrides == {"T": 4, "max_steps": 10}
     assert (nvarc.selector, nvarc.shard_per_worker, nvarc.embedding_steps) == ("vote", True, 0)
     assert (nvarc.lr, nvarc.warmup_steps, nvarc.num_aug) == (1e-4, 200, 128)
+
+
+def test_a_cpu_run_compiles_only_when_it_is_long_enough():
+    long, short = CPU_COMPILE_MIN_SECONDS, CPU_COMPILE_MIN_SECONDS - 1
+    assert compile_for_run(cpu(), "cpu", long).compile and not compile_for_run(cpu(), "cpu", short).compile
+    assert compile_for_run(cpu(), "cuda", short).compile
+    for chosen in (False, True):  # a preset's explicit choice stands
+        explicit = dataclasses.replace(cpu(), compile=chosen)
+        assert compile_for_run(explicit, "cpu", long).compile is chosen
+        assert compile_for_run(explicit, "cuda", short).compile is chosen
 
 
 def test_the_network_is_fine_tuned_and_predicted_under_the_overrides(monkeypatch):

@@ -105,6 +105,8 @@ def _forward(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     return out.contiguous(), logsumexp.contiguous()
 
 
+# The fake kernels tell the compiler the outputs' shapes and strides. Inductor's cache may keep an
+# old fake kernel after an edit: clear it (/tmp/torchinductor_$USER) when changing them.
 @_forward.register_fake
 def _(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     batch, heads, length, _ = q.shape

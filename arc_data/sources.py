@@ -138,6 +138,7 @@ def load_source(source: str, solutions: Path | None = None) -> list[Task]:
 # Source filters: ``,NAME=VALUE`` after a source.
 FILTERS = {
     "max-side": "only the tasks whose every grid (test outputs included) fits N x N",
+    "min-side": "only the tasks with a grid of at least N on a side (with max-side, a band of sizes)",
     "minus": "without the tasks that overlap another source, by id or by content (arc_data.overlap)",
     "part": "K/N: only the tasks in part K of N parts (0 <= K < N), chosen by a hash of the task id",
     "not-part": "K/N: every task except those of part K of N",
@@ -158,10 +159,12 @@ def _split_filters(source: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _apply_filter(name: str, value: str, tasks: list[Task], source: str) -> list[Task]:
-    if name == "max-side":
+    if name in ("max-side", "min-side"):
         if not value.isdigit() or not 1 <= int(value) <= MAX_SIDE:
-            raise ArcDataError(f"{source!r}: max-side needs a whole number from 1 to {MAX_SIDE}, not {value!r}")
-        return [t for t in tasks if fits(t, int(value))]
+            raise ArcDataError(f"{source!r}: {name} needs a whole number from 1 to {MAX_SIDE}, not {value!r}")
+        if name == "max-side":
+            return [t for t in tasks if fits(t, int(value))]
+        return [t for t in tasks if not fits(t, int(value) - 1)]
     if name == "minus":
         from arc_data.overlap import subtract  # the content index only when asked for
         return subtract(tasks, load_source(value))

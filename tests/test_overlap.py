@@ -24,6 +24,12 @@ def test_arc_agi_1_tasks_within_a_side(split, side, tasks, outputs):
     assert [t.id for t in load_source(f"bundled:arc-agi-1/{split},max-side={side}")] == [t.id for t in chosen]
 
 
+def test_a_band_of_sizes_is_the_larger_side_minus_the_smaller():
+    band = load_source("bundled:arc-agi-1/train,max-side=12,min-side=11")
+    assert len(band) == len(select(load_bundled("arc-agi-1", "train"), max_side=12)) - 178
+    assert band and all(t.max_side in (11, 12) for t in band)
+
+
 def test_bundled_arc_agi_2_evaluation_has_almost_no_small_tasks():
     tasks = load_bundled("arc-agi-2", "eval")
     assert len(select(tasks, max_side=8)) == 0 and len(select(tasks, max_side=10)) == 2
@@ -141,6 +147,7 @@ def test_parts_split_a_source_in_two_by_id():
 @pytest.mark.parametrize("source, problem", [
     ("bundled:arc-agi-1/train,max_side=8", "unknown filter 'max_side'"),
     ("bundled:arc-agi-1/train,max-side=40", "max-side needs a whole number from 1 to 30"),
+    ("bundled:arc-agi-1/train,min-side=0", "min-side needs a whole number from 1 to 30"),
     ("bundled:arc-agi-1/train,part=2/2", "part needs K/N with 0 <= K < N"),
     ("bundled:arc-agi-1/train,minus=bundled:arc-agi-9/eval", "unknown dataset"),
     ("bundled:arc-agi-2/eval,max-side=6", "no task is left after the filter max-side=6"),

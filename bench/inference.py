@@ -13,7 +13,8 @@ variant's default selector, with how many (seed, task) pairs each side wins::
         --variant base={} --variant noise='{"latent_noise": 0.2, "samples_per_view": 4}'
 
 ``--candidates PREFIX`` writes each variant's candidates to ``PREFIX-NAME.jsonl`` (the format of
-``submission.candidates``, for ``python -m bench.submission --selectors``). Tune on training tasks;
+``submission.candidates``, for ``python -m bench.submission --selectors``), each task's the moment it
+is done, so a run stopped halfway can still be scored. Tune on training tasks;
 the evaluation split is for reporting.
 """
 
@@ -41,7 +42,7 @@ from bench.common import SettingError, load_network, parse_seeds, replaced_field
 from pretrain.config import parse_setting
 from pretrain.cpu_matmul import use_onednn_matmul
 from pretrain.export import ExportError, refuse_pretrained_tasks
-from submission.candidates import candidate_records, task_scores, write_candidates
+from submission.candidates import append_candidates, candidate_records, task_scores, write_candidates
 from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, FinetuneConfig, check_inference_changes
 from submission.finetune import TaskOutcome, describe, solve_task_variants
 from submission.network import Network
@@ -91,26 +92,35 @@ def _solve_job(task: Task, network: Network, config: FinetuneConfig,
 
 
 def run_variants(tasks: list[Task], networks: dict[int, Network], config: FinetuneConfig, variants: dict[str, dict],
-                 workers: int) -> dict[int, dict[str, dict[str, TaskOutcome]]]:
-    """outcomes[seed][variant][task id], every (seed, task) fine-tuned once in a pool of ``workers``."""
+                 workers: int, candidates: str | None = None) -> dict[int, dict[str, dict[str, TaskOutcome]]]:
+    """outcomes[seed][variant][task id], every (seed, task) fine-tuned once in a pool of ``workers``.
+    With ``candidates`` (a prefix), each (seed, task)'s candidates are appended to PREFIX-NAME.jsonl
+    the moment its job ends, so a run stopped halfway keeps what it finished."""
     outcomes = {seed: {name: {} for name in variants} for seed in networks}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        jobs = {pool.submit(_solve_job, task, network, dataclasses.replace(config, seed=seed), variants): seed
+        jobs = {pool.submit(_solve_job, task, network, dataclasses.replace(config, seed=seed), variants): (seed, task)
                 for seed, network in networks.items() for task in tasks}
         with progress(total=len(jobs), desc="tasks x seeds") as bar:
             for job in as_completed(jobs):
-                seed = jobs[job]
+                seed, task = jobs[job]
                 task_id, result, seconds = job.result()
                 if isinstance(result, str):
                     write_line(f"seed {seed}: {result}")
                 else:
                     for name, outcome in result.items():
                         outcomes[seed][name][task_id] = outcome
+                        if candidates:
+                            append_candidates(_candidate_path(candidates, name),
+                                              candidate_records([task], {task_id: outcome}, seed))
                 bar.update(1)
                 bar.set_postfix(last=f"{task_id} {seconds:.0f} s")
     return outcomes
+
+
+def _candidate_path(prefix: str, variant: str) -> Path:
+    return Path(f"{prefix}-{variant}.jsonl")
 
 
 def variant_scores(tasks: list[Task], outcomes: dict[int, dict[str, dict[str, TaskOutcome]]]) -> dict:
@@ -169,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="inference changes, e.g. noise='{\"latent_noise\": 0.2}'; the first is the baseline")
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                         help="change a field of the preset for every variant (fine-tuning included)")
-    parser.add_argument("--candidates", help="write each variant's candidates to PREFIX-NAME.jsonl")
+    parser.add_argument("--candidates", help="write each variant's candidates to PREFIX-NAME.jsonl (as each job ends)")
     parser.add_argument("--json", help="write the scores here")
     args = parser.parse_args(argv)
     try:
@@ -191,13 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(tasks)} tasks, seeds {seeds}, {args.steps} fine-tuning steps each, {len(variants)} variants: "
           + "; ".join(f"{name} {orjson.dumps(v).decode()}" for name, v in variants.items()))
     started = time.perf_counter()
-    outcomes = run_variants(tasks, networks, config, variants, max(1, min(args.workers, len(tasks) * len(seeds))))
+    if args.candidates:
+        for name in variants:
+            write_candidates(_candidate_path(args.candidates, name), [])  # a new run starts new files
+    outcomes = run_variants(tasks, networks, config, variants, max(1, min(args.workers, len(tasks) * len(seeds))),
+                            args.candidates)
     scores = variant_scores(tasks, outcomes)
     print(paired_table(scores, (next(iter(variants)), config.selector)))
     print(f"{time.perf_counter() - started:.0f} s")
     if args.candidates:
-        for name in variants:
-            write_candidates(Path(f"{args.candidates}-{name}.jsonl"),
+        for name in variants:  # again, in seed and task order
+            write_candidates(_candidate_path(args.candidates, name),
                              [r for seed in seeds for r in candidate_records(tasks, outcomes[seed][name], seed)])
     if args.json:
         Path(args.json).write_bytes(orjson.dumps({"variants": variants, "steps": args.steps, "seeds": seeds,

@@ -41,6 +41,11 @@ def write_candidates(path: Path, records: list[dict]) -> None:
     Path(path).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
 
 
+def append_candidates(path: Path, records: list[dict]) -> None:
+    with Path(path).open("ab") as file:
+        file.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+
 def read_candidates(paths: Iterable[Path]) -> list[dict]:
     return [orjson.loads(line) for path in paths for line in Path(path).read_bytes().splitlines() if line.strip()]
 

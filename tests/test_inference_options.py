@@ -15,6 +15,7 @@ from bench import inference
 from pretrain.config import tiny
 from pretrain.data import PuzzleCatalogue
 from pretrain.model import build_model
+from submission.candidates import read_candidates
 from submission.config import FinetuneConfig, cpu, fresh_model_config
 from submission.finetune import Network, prediction_views, predicting, solve_task_variants
 from tests.helpers import call_main, start_cli
@@ -114,6 +115,17 @@ def test_bench_inference_prints_a_paired_table_and_writes_each_variants_candidat
     for name in ("base", "noisy"):
         lines = (tmp_path / f"run-{name}.jsonl").read_text().splitlines()
         assert len(lines) == 2 * 2  # two tasks, two seeds
+
+
+def test_bench_inference_writes_each_tasks_candidates_as_it_ends(tmp_path):
+    tasks = synthetic_tasks(2, 9, families=("colour_map",))
+    config = dataclasses.replace(cpu(), num_aug=4, views=4, batch=4, steps=2)
+    networks = {0: Network.fresh_init(fresh_model_config(), seed=0)}
+    variants = {"base": {}, "noisy": {"latent_noise": 0.5}}
+    outcomes = inference.run_variants(tasks, networks, config, variants, workers=1, candidates=str(tmp_path / "run"))
+    for name in variants:  # written by the jobs themselves: main's final rewrite never ran
+        records = read_candidates([tmp_path / f"run-{name}.jsonl"])
+        assert sorted(r["task"] for r in records) == sorted(outcomes[0][name]) == sorted(t.id for t in tasks)
 
 
 def test_bench_inference_refuses_a_variant_that_changes_the_fine_tuning(capsys):

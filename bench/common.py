@@ -1,5 +1,5 @@
 """Helpers every benchmark shares: the device's name, peak memory, waiting for the GPU, and the
-tasks, seeds, networks and ``--set`` changes of the submission benchmarks.
+tasks, seeds, networks and ``--set`` changes of the submission benchmarks, and their paired table.
 
 Kept apart from the benchmarks themselves so that they import it and not one another.
 """
@@ -14,6 +14,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from arc_data.sources import load_bundled, load_source
@@ -111,3 +112,25 @@ def load_network(checkpoint: str | None, fresh_changes: dict | None = None, seed
     if not checkpoint:
         return Network.fresh_init(replaced_fields(fresh_model_config(), fresh_changes or {}, "the model"), seed=seed)
     return Network.from_checkpoint(checkpoint)
+
+
+def paired_table(scores: dict, baseline: tuple[str, str]) -> str:
+    """One row per variant and selector: pass@2 per seed, the mean, the paired difference to
+    ``baseline`` (variant, selector) as mean and standard deviation over the seeds, and the
+    (seed, task) pairs it wins and loses against the baseline."""
+    base = scores[baseline[0]][baseline[1]]
+    seeds = list(base)
+    head = (["variant", "selector"] + [f"seed {s}" for s in seeds]
+            + ["mean", f"minus {baseline[0]}/{baseline[1]}", "tasks won / lost"])
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, by_selector in scores.items():
+        for selector, per_seed in by_selector.items():
+            values = [float(np.mean(per_seed[s])) for s in seeds]
+            diffs = [v - float(np.mean(base[s])) for v, s in zip(values, seeds)]
+            spread = f" +- {100 * np.std(diffs, ddof=1):.2f}" if len(seeds) > 1 else ""
+            pairs = [(a, b) for s in seeds for a, b in zip(per_seed[s], base[s])]
+            won, lost = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
+            lines.append("| " + " | ".join([name, selector] + [f"{100 * v:.2f}%" for v in values]
+                                          + [f"{100 * np.mean(values):.2f}%", f"{100 * np.mean(diffs):+.2f}{spread}",
+                                             f"{won} / {lost}"]) + " |")
+    return "\n".join(lines)

@@ -38,7 +38,7 @@ from arc_data.grids import ArcDataError
 from arc_data.progress import progress, write_line
 from arc_data.sources import BUNDLED, SPLITS
 from arc_data.tasks import Task
-from bench.common import SettingError, load_network, parse_seeds, replaced_fields, suite_tasks
+from bench.common import SettingError, load_network, paired_table, parse_seeds, replaced_fields, suite_tasks
 from pretrain.config import parse_setting
 from pretrain.cpu_matmul import use_onednn_matmul
 from pretrain.export import ExportError, refuse_pretrained_tasks
@@ -135,28 +135,6 @@ def variant_scores(tasks: list[Task], outcomes: dict[int, dict[str, dict[str, Ta
                 by_id = dict(zip((r["task"] for r in records), values))
                 scores.setdefault(name, {}).setdefault(selector, {})[seed] = [by_id.get(t.id, 0.0) for t in tasks]
     return scores
-
-
-def paired_table(scores: dict, baseline: tuple[str, str]) -> str:
-    """One row per variant and selector: pass@2 per seed, the mean, the paired difference to
-    ``baseline`` (variant, selector) as mean and standard deviation over the seeds, and the
-    (seed, task) pairs it wins and loses against the baseline."""
-    base = scores[baseline[0]][baseline[1]]
-    seeds = list(base)
-    head = (["variant", "selector"] + [f"seed {s}" for s in seeds]
-            + ["mean", f"minus {baseline[0]}/{baseline[1]}", "tasks won / lost"])
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for name, by_selector in scores.items():
-        for selector, per_seed in by_selector.items():
-            values = [float(np.mean(per_seed[s])) for s in seeds]
-            diffs = [v - float(np.mean(base[s])) for v, s in zip(values, seeds)]
-            spread = f" +- {100 * np.std(diffs, ddof=1):.2f}" if len(seeds) > 1 else ""
-            pairs = [(a, b) for s in seeds for a, b in zip(per_seed[s], base[s])]
-            won, lost = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
-            lines.append("| " + " | ".join([name, selector] + [f"{100 * v:.2f}%" for v in values]
-                                          + [f"{100 * np.mean(values):.2f}%", f"{100 * np.mean(diffs):+.2f}{spread}",
-                                             f"{won} / {lost}"]) + " |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,14 +42,14 @@ import torch
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
 from arc_data.tasks import Task
-from bench.common import SettingError, device_name, load_network, parse_seeds, replaced_fields, suite_tasks
+from bench.common import SettingError, device_name, load_network, paired_table, parse_seeds, replaced_fields, suite_tasks
 from pretrain.config import parse_setting
 from pretrain.distributed import default_dtype, pick_device
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_projection
 from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, TEST_TIME_MODEL_FIELDS, FinetuneConfig
 from submission.candidates import (candidate_records, format_selector_scores, read_candidates,
-                                   selector_scores, write_candidates)
+                                   selector_scores, task_scores_by_seed, write_candidates)
 from submission.finetune import TaskOutcome, solve_shard
 from submission.network import Network
 from submission.runner import STOP_MARGIN, RunSummary, run_submission
@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --selectors: {error}", file=sys.stderr)
             return 2
         print(format_selector_scores(selector_scores(records), len(records)))
+        baseline = FINETUNE_PRESETS["cpu"]().selector  # the default command's
+        print(f"\npass@2 per seed, each selector paired with {baseline} on the same candidates:")
+        print(paired_table({"candidates": task_scores_by_seed(records)}, ("candidates", baseline)))
         return 0
     if args.suite:
         return run_suite(args)

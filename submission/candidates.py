@@ -59,6 +59,14 @@ def selector_scores(records: list[dict]) -> dict[str, dict[str, float]]:
     return result
 
 
+def task_scores_by_seed(records: list[dict], k: int = 2) -> dict[str, dict[int, list[float]]]:
+    """``task_scores`` of each seed's records apart: scores[selector or "oracle"][seed] = per-task
+    pass@k, every selector on the same records (a paired comparison)."""
+    seeds = sorted({r["seed"] for r in records})
+    by_seed = {seed: task_scores([r for r in records if r["seed"] == seed], k) for seed in seeds}
+    return {name: {seed: by_seed[seed][name] for seed in seeds} for name in [*RANK_KEYS, "oracle"]}
+
+
 def task_scores(records: list[dict], k: int) -> dict[str, list[float]]:
     """Each selector's pass@k of every record whose truths are known, in the records' order (one
     task's share of test outputs hit); "oracle": any candidate right (pass@K)."""

@@ -10,7 +10,8 @@ import torch
 import make_submission
 from arc_data.synthetic import synthetic_tasks
 from augment.voting import RANK_KEYS, Evidence, rank_evidence
-from submission.candidates import candidate_records, read_candidates, selector_scores, write_candidates
+from submission.candidates import (candidate_records, read_candidates, selector_scores, task_scores_by_seed,
+                                   write_candidates)
 from submission.config import cpu, fresh_model_config
 from submission.finetune import Network, solve_task
 
@@ -65,6 +66,23 @@ def test_selector_scores_count_the_truth_where_each_selector_ranks_it():
     assert scores["vote"] == {"pass@1": 0.0, "pass@2": 1.0}
     assert scores["confidence"] == {"pass@1": 0.0, "pass@2": 0.0}
     assert scores["oracle"] == {"pass@K": 1.0}
+
+
+def test_selectors_are_compared_per_seed_and_paired_on_the_same_candidates(tmp_path, capsys):
+    """Candidate T has the fewest votes and the best product of experts: when it is the truth, poe
+    scores and vote does not (seed 0, both tasks); when the most voted is the truth, both score."""
+    a, b, t = [[1]], [[2]], [[3]]
+    candidates = [evidence(a, 3, [0.3] * 3, [-5.0, -5.0], 0), evidence(b, 2, [0.2] * 2, [-6.0, -6.0], 1),
+                  evidence(t, 1, [0.1], [-1.0, -1.0], 2)]
+    records = [{"task": name, "seed": seed, "test": [{"truth": truth, "candidates": candidates}]}
+               for seed, truth in ((0, t), (1, a)) for name in ("x", "y")]
+    scores = task_scores_by_seed(records)
+    assert scores["vote"] == {0: [0.0, 0.0], 1: [1.0, 1.0]} and scores["poe"] == {0: [1.0, 1.0], 1: [1.0, 1.0]}
+    write_candidates(tmp_path / "c.jsonl", records)
+    import bench.submission
+    assert bench.submission.main(["--selectors", str(tmp_path / "c.jsonl")]) == 0
+    poe_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| candidates | poe |"))
+    assert poe_row.endswith("| 100.00% | 100.00% | 100.00% | +50.00 +- 70.71 | 2 / 0 |")
 
 
 def test_make_submission_writes_the_candidates_of_every_task(tmp_path, capsys):

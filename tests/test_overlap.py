@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from arc_data import ArcDataError, load_bundled
-from arc_data.overlap import content_keys, overlaps, pair_key, subtract
+from arc_data.overlap import overlaps, pair_key
 from arc_data.sources import id_part, load_source
 from arc_data.synthetic import synthetic_tasks
 from arc_data.tasks import Task, fits, select

@@ -41,7 +41,7 @@ from bench.common import SettingError, load_network, paired_table, parse_seeds, 
 from pretrain.config import parse_setting
 from pretrain.cpu_matmul import use_onednn_matmul
 from pretrain.export import ExportError, refuse_pretrained_tasks
-from submission.candidates import append_candidates, candidate_records, task_scores, write_candidates
+from submission.candidates import candidate_records, task_scores, write_candidates
 from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, FinetuneConfig, check_inference_changes
 from submission.finetune import TaskOutcome, describe, solve_task_variants
 from submission.network import Network
@@ -111,8 +111,8 @@ def run_variants(tasks: list[Task], networks: dict[int, Network], config: Finetu
                     for name, outcome in result.items():
                         outcomes[seed][name][task_id] = outcome
                         if candidates:
-                            append_candidates(_candidate_path(candidates, name),
-                                              candidate_records([task], {task_id: outcome}, seed))
+                            write_candidates(_candidate_path(candidates, name),
+                                             candidate_records([task], {task_id: outcome}, seed), mode="ab")
                 bar.update(1)
                 bar.set_postfix(last=f"{task_id} {seconds:.0f} s")
     return outcomes

@@ -37,12 +37,9 @@ def candidate_records(tasks: Iterable[Task], outcomes: dict[str, TaskOutcome], s
     return records
 
 
-def write_candidates(path: Path, records: list[dict]) -> None:
-    Path(path).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-
-
-def append_candidates(path: Path, records: list[dict]) -> None:
-    with Path(path).open("ab") as file:
+def write_candidates(path: Path, records: list[dict], mode: str = "wb") -> None:
+    """One JSON line per record; ``mode="ab"`` appends to the file instead of replacing it."""
+    with Path(path).open(mode) as file:
         file.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
 
 

@@ -207,11 +207,14 @@ def candidate_log_prob(grid: np.ndarray, view: Prediction) -> float | None:
     The grid is moved into the view's frame and encoded as a training label would be; the sum runs
     over every non-PAD label token (colour cells and the EOS border), exactly what the training
     loss covers, so the grid's size counts as much as its colours. None when the view has no
-    log-probabilities or the grid does not fit its canvas.
+    log-probabilities or the grid, in the view's frame, does not fit its canvas.
     """
-    if view.log_probs is None or max(grid.shape) > view.canvas:
+    if view.log_probs is None:
         return None
-    tokens = encode_grid(view.augmentation.apply(grid), canvas=view.canvas)
+    framed = view.augmentation.apply(grid)
+    if max(framed.shape) > view.canvas:
+        return None
+    tokens = encode_grid(framed, canvas=view.canvas)
     positions = np.flatnonzero(tokens != PAD)
     return float(view.log_probs[positions, tokens[positions]].sum())
 

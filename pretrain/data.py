@@ -26,7 +26,7 @@ from arc_data.sources import load_source
 from arc_data.tasks import Task
 from augment.augmentation import Augmentation
 from augment.kernels import GridPool, encode_pairs
-from augment.tables import AugmentationTable, augmentation_table
+from augment.tables import AugmentationTable, augmentation_table, fitting_scale
 from pretrain.config import DataConfig
 
 
@@ -76,7 +76,9 @@ class PuzzleCatalogue:
     """
 
     def __init__(self, train_tasks: list[Task], held_out_tasks: list[Task], num_aug: int, seed: int, *,
-                 canvas: int = 30, bucket_canvas: bool = False):
+                 canvas: int = 30, bucket_canvas: bool = False, max_scale: int = 1):
+        """``max_scale`` > 1: scale augmentation, each version upscaled by up to that factor where
+        the task's grids stay inside its canvas (``augment.tables.fitting_scale``)."""
         self.groups: list[TaskGroup] = []
         grids: list[np.ndarray] = []
         next_id = 0
@@ -86,11 +88,11 @@ class PuzzleCatalogue:
                 if not task.has_solutions:
                     raise ValueError(f"task {task.id}: a training task needs its test outputs")
                 pairs += list(zip(task.test_inputs, task.test_outputs))
-            table = augmentation_table(task, num_aug, seed)
             pair_inputs = np.arange(len(grids), len(grids) + 2 * len(pairs), 2, dtype=np.int64)
             grids += [g for pair in pairs for g in pair]
             largest = max(max(g.shape) for g in [*(g for pair in pairs for g in pair), *task.test_inputs])
             group_canvas = canvas_for(largest, bucket_canvas, canvas)
+            table = augmentation_table(task, num_aug, seed, fitting_scale(largest, group_canvas, max_scale))
             self.groups.append(TaskGroup(task, table, next_id, pair_inputs, held_out, group_canvas))
             next_id += len(table)
         self.num_ids = next_id
@@ -126,6 +128,7 @@ class _Visit:
     inputs: np.ndarray     # (n,) pool index of each pair's input grid
     dihedral: int
     colour_map: np.ndarray  # (10,)
+    scale: int
     puzzle_id: int
     uniform: np.ndarray    # (n, 2) draws for the translation, or None
 
@@ -167,7 +170,7 @@ class TrainStream:
         inputs = group.pair_inputs[rng.permutation(len(group.pair_inputs))]
         uniform = rng.random((len(inputs), 2)) if self.config.translate else None
         return _Visit(inputs, int(group.table.dihedrals[version]), group.table.colour_maps[version],
-                      group.puzzle_id(version), uniform)
+                      int(group.table.scales[version]), group.puzzle_id(version), uniform)
 
     def _plan(self, n: int) -> list[tuple[_Visit, int, int]]:
         """The next ``n`` samples as (visit, first pair, last pair) pieces."""
@@ -192,9 +195,10 @@ class TrainStream:
         counts = [b - a for _, a, b in pieces]
         dihedrals = np.repeat([v.dihedral for v, _, _ in pieces], counts)
         colour_maps = np.repeat(np.stack([v.colour_map for v, _, _ in pieces]), counts, axis=0)
+        scales = np.repeat([v.scale for v, _, _ in pieces], counts)
         uniform = np.concatenate([v.uniform[a:b] for v, a, b in pieces]) if self.config.translate else None
         tokens_in, tokens_out, _ = encode_pairs(self.catalogue.pool, inputs, inputs + 1, dihedrals, colour_maps,
-                                                self.canvas, uniform=uniform)
+                                                self.canvas, uniform=uniform, scales=scales)
         puzzle_ids = np.repeat([v.puzzle_id for v, _, _ in pieces], counts).astype(np.int64)
         return SampleBatch(tokens_in, tokens_out, puzzle_ids)
 

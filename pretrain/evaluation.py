@@ -33,14 +33,15 @@ class ViewBatch:
 
 
 def task_views(task: Task, table: AugmentationTable, first_id: int, num_views: int, *, canvas: int) -> ViewBatch:
-    """Every test input under the first ``num_views`` augmented versions that fit the canvas."""
+    """Every test input under the first ``num_views`` augmented versions, where it fits the canvas."""
     rows, ids, tests, versions = [], [], [], []
     for version in range(min(num_views, len(table))):
         aug = table[version]
         for index, grid in enumerate(task.test_inputs):
-            if max(grid.shape) > canvas:
+            view = aug.apply(grid)
+            if max(view.shape) > canvas:
                 continue
-            rows.append(encode_grid(aug.apply(grid), canvas))
+            rows.append(encode_grid(view, canvas))
             ids.append(first_id + version)
             tests.append(index)
             versions.append(version)

@@ -50,6 +50,10 @@ class FinetuneConfig:
     lr_schedule: str = "constant"
     lr_floor: float = 0.1
     translate: bool = True  # random offsets of the demonstration pairs inside the canvas
+    # Scale augmentation (VARC): each augmented version upscaled by a factor drawn from 1..max_scale,
+    # capped where the task would leave its canvas; predictions are mapped back by downscaling.
+    # 1: off. What it did: docs/BENCHMARKS.md.
+    max_scale: int = 1
     views: int = 1000  # augmented views predicted per test input (capped by num_aug and by time)
     inference_batch: int = 256
     # Inference only (the fine-tuning is unchanged): predict each view this many times, each a vote,
@@ -86,6 +90,8 @@ class FinetuneConfig:
             raise ValueError(f"samples_per_view must be at least 1, got {self.samples_per_view}")
         if self.latent_noise < 0:
             raise ValueError(f"latent_noise must not be negative, got {self.latent_noise}")
+        if self.max_scale < 1:
+            raise ValueError(f"max_scale must be at least 1, got {self.max_scale}")
 
     def shard_size(self, tasks: int, workers: int) -> int:
         """Tasks per jointly fine-tuned network."""

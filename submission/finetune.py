@@ -149,7 +149,7 @@ def solve_shard(tasks: list[Task], network: Network, config: FinetuneConfig, dev
             runnable.append(task)
         else:
             finish(TaskOutcome.failure(task, reason))
-    catalogue, runnable = _catalogue(runnable, config, finish)
+    catalogue, runnable = _catalogue(runnable, network, config, finish)
     if runnable:
         _solve_runnable(runnable, catalogue, network, config, device=device, dtype=dtype, clock=clock, finish=finish,
                         log=log or (lambda line: None))
@@ -169,7 +169,7 @@ def solve_task_variants(task: Task, network: Network, config: FinetuneConfig, va
     reason = why_task_cannot_run(task, network)
     if reason is not None:
         raise ValueError(f"task {task.id}: {reason}")
-    catalogue = PuzzleCatalogue([], [task.without_solutions()], config.num_aug, config.seed)
+    catalogue = task_catalogue([task], network, config)
     canvas = task_canvas(task, network, config)
     micro_batch = first_micro_batch(network.config, config, canvas, device=device, dtype=dtype)
     tuned = _finetune(1, network, config, catalogue, canvas=canvas, micro_batch=micro_batch, device=device,
@@ -196,11 +196,19 @@ class ShardClock:
         self.deadline = min(self.deadline + seconds, self.latest)
 
 
-def _catalogue(tasks: list[Task], config: FinetuneConfig,
+def task_catalogue(tasks: list[Task], network: Network, config: FinetuneConfig) -> PuzzleCatalogue:
+    """The puzzle catalogue fine-tuning trains on: the tasks' demonstrations, each task's augmented
+    versions (upscaled ones only where they fit the canvas the tasks run at)."""
+    canvas = max(task_canvas(t, network, config) for t in tasks)  # the canvas _solve_runnable picks
+    return PuzzleCatalogue([], [t.without_solutions() for t in tasks], config.num_aug, config.seed,
+                           canvas=canvas, max_scale=config.max_scale)
+
+
+def _catalogue(tasks: list[Task], network: Network, config: FinetuneConfig,
                finish: Callable[[TaskOutcome], None]) -> tuple[PuzzleCatalogue | None, list[Task]]:
     """The puzzle catalogue of the tasks whose data encode; each task whose data does not fails alone."""
     def build(some: list[Task]) -> PuzzleCatalogue:
-        return PuzzleCatalogue([], [t.without_solutions() for t in some], config.num_aug, config.seed)
+        return task_catalogue(some, network, config)
 
     try:
         return (build(tasks), tasks) if tasks else (None, [])

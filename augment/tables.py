@@ -115,5 +115,8 @@ class _TaskViews:
             self._shapes.append(np.array([g.shape for g in transformed], dtype=np.int16).tobytes())
 
     def content(self, augmentation: Augmentation) -> bytes:
+        """The transformed task's shapes and cells; an upscaled version's has its factor in front,
+        one byte longer than any unscaled version's, so the two never collide."""
         cells = augmentation.colour_map[self._cells[augmentation.dihedral]]
-        return bytes((augmentation.scale,)) + self._shapes[augmentation.dihedral] + cells.tobytes()
+        content = self._shapes[augmentation.dihedral] + cells.tobytes()
+        return content if augmentation.scale == 1 else bytes((augmentation.scale,)) + content

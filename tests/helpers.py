@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from hypothesis import strategies as st
 
 from arc_data import load_bundled
 from arc_data.tasks import Task
+from augment.augmentation import Augmentation
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root: the commands' working directory
 # Checkpoints and outputs of the official TRM/HRM code, next to the repository (see its README.md).
@@ -78,3 +80,18 @@ def real_grids() -> tuple[np.ndarray, ...]:
                 for grid in task.grids():
                     grids[(grid.shape, grid.tobytes())] = grid
     return tuple(grids.values())
+
+
+@st.composite
+def random_grids(draw, max_side: int = 30) -> np.ndarray:
+    """A hypothesis strategy: a grid of 1..max_side rows and columns of random colours."""
+    rows, cols = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    cells = draw(st.lists(st.integers(0, 9), min_size=rows * cols, max_size=rows * cols))
+    return np.array(cells, dtype=np.uint8).reshape(rows, cols)
+
+
+@st.composite
+def random_augmentations(draw, max_scale: int = 1) -> Augmentation:
+    """A hypothesis strategy: any dihedral transform and colour permutation, upscaled by 1..max_scale."""
+    colours = draw(st.permutations(range(1, 10)))
+    return Augmentation(draw(st.integers(0, 7)), (0, *colours), draw(st.integers(1, max_scale)))

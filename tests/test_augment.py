@@ -8,24 +8,11 @@ from arc_data.encoding import encode_grid
 from augment.augmentation import DIHEDRAL_NAMES, IDENTITY, Augmentation, dihedral
 from augment.kernels import GridPool, encode_batch, encode_batch_numpy, encode_pairs, transformed_shapes
 from augment.tables import augmentation_table, drawn_augmentation
-from tests.helpers import real_grids
-
-
-@st.composite
-def grids(draw):
-    rows, cols = draw(st.integers(1, 30)), draw(st.integers(1, 30))
-    cells = draw(st.lists(st.integers(0, 9), min_size=rows * cols, max_size=rows * cols))
-    return np.array(cells, dtype=np.uint8).reshape(rows, cols)
-
-
-@st.composite
-def augmentations(draw):
-    colours = draw(st.permutations(range(1, 10)))
-    return Augmentation(draw(st.integers(0, 7)), (0, *colours))
+from tests.helpers import random_augmentations, random_grids, real_grids
 
 
 @settings(max_examples=400, deadline=None)
-@given(grids(), augmentations())
+@given(random_grids(), random_augmentations())
 def test_invert_undoes_apply_on_random_grids(grid, aug):
     out = aug.apply(grid)
     assert np.array_equal(aug.invert(out), grid)
@@ -101,7 +88,7 @@ def test_kernel_equals_numpy_twin_on_real_grids(rng):
 
 
 @settings(max_examples=200, deadline=None)
-@given(grids(), augmentations(), st.integers(0, 29), st.integers(0, 29))
+@given(random_grids(), random_augmentations(), st.integers(0, 29), st.integers(0, 29))
 def test_kernel_matches_apply_then_encode(grid, aug, top, left):
     rows, cols = aug.apply(grid).shape
     offset = (min(top, 30 - rows), min(left, 30 - cols))

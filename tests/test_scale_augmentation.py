@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from arc_data import load_bundled
 from arc_data.encoding import decode_grid, encode_grid
@@ -19,22 +18,9 @@ from pretrain.config import DataConfig
 from pretrain.data import PuzzleCatalogue, TrainStream
 from submission.config import FinetuneConfig, cpu, fresh_model_config
 from submission.finetune import Network, prediction_views, solve_task_variants, task_catalogue
-from tests.helpers import real_grids
+from tests.helpers import random_augmentations, random_grids, real_grids
 
 CPU = torch.device("cpu")
-
-
-@st.composite
-def small_grids(draw):
-    rows, cols = draw(st.integers(1, 10)), draw(st.integers(1, 10))
-    cells = draw(st.lists(st.integers(0, 9), min_size=rows * cols, max_size=rows * cols))
-    return np.array(cells, dtype=np.uint8).reshape(rows, cols)
-
-
-@st.composite
-def scaled_augmentations(draw):
-    colours = draw(st.permutations(range(1, 10)))
-    return Augmentation(draw(st.integers(0, 7)), (0, *colours), draw(st.integers(1, 3)))
 
 
 def largest_side(task) -> int:
@@ -42,7 +28,7 @@ def largest_side(task) -> int:
 
 
 @settings(max_examples=200, deadline=None)
-@given(small_grids(), scaled_augmentations())
+@given(random_grids(max_side=10), random_augmentations(max_scale=3))
 def test_an_upscaled_view_inverts_and_the_kernel_encodes_it_as_apply_does(grid, aug):
     out = aug.apply(grid)
     unscaled = Augmentation(aug.dihedral, aug.colours).apply(grid)

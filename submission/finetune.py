@@ -96,6 +96,11 @@ def task_canvas(task: Task, network: Network, config: FinetuneConfig) -> int:
                       config.bucket_canvas and network.can_bucket, network.config.canvas)
 
 
+def shard_canvas(tasks: list[Task], network: Network, config: FinetuneConfig) -> int:
+    """The canvas tasks fine-tuned together run at: the largest of theirs."""
+    return max(task_canvas(t, network, config) for t in tasks)
+
+
 def _inputs_and_demonstrations(task: Task) -> list[np.ndarray]:
     """The grids fine-tuning and prediction read: the demonstration pairs and the test inputs."""
     return [g for pair in task.train for g in pair] + list(task.test_inputs)
@@ -199,36 +204,32 @@ class ShardClock:
 def task_catalogue(tasks: list[Task], network: Network, config: FinetuneConfig) -> PuzzleCatalogue:
     """The puzzle catalogue fine-tuning trains on: the tasks' demonstrations, each task's augmented
     versions (upscaled ones only where they fit the canvas the tasks run at)."""
-    canvas = max(task_canvas(t, network, config) for t in tasks)  # the canvas _solve_runnable picks
     return PuzzleCatalogue([], [t.without_solutions() for t in tasks], config.num_aug, config.seed,
-                           canvas=canvas, max_scale=config.max_scale)
+                           canvas=shard_canvas(tasks, network, config), max_scale=config.max_scale)
 
 
 def _catalogue(tasks: list[Task], network: Network, config: FinetuneConfig,
                finish: Callable[[TaskOutcome], None]) -> tuple[PuzzleCatalogue | None, list[Task]]:
     """The puzzle catalogue of the tasks whose data encode; each task whose data does not fails alone."""
-    def build(some: list[Task]) -> PuzzleCatalogue:
-        return task_catalogue(some, network, config)
-
     try:
-        return (build(tasks), tasks) if tasks else (None, [])
+        return (task_catalogue(tasks, network, config), tasks) if tasks else (None, [])
     except Exception:  # some task's data: found below, one task at a time
         pass
     good = []
     for task in tasks:
         try:
-            build([task])
+            task_catalogue([task], network, config)
             good.append(task)
         except Exception as error:
             finish(TaskOutcome.failure(task, f"its data failed to encode ({describe(error)})"))
-    return (build(good) if good else None), good
+    return (task_catalogue(good, network, config) if good else None), good
 
 
 def _solve_runnable(tasks: list[Task], catalogue: PuzzleCatalogue, network: Network, config: FinetuneConfig, *,
                     device: torch.device, dtype: torch.dtype, clock: ShardClock,
                     finish: Callable[[TaskOutcome], None], log: Callable[[str], None]) -> None:
     """Fine-tune on the tasks jointly, then predict and ``finish`` each one."""
-    canvas = max(task_canvas(t, network, config) for t in tasks)
+    canvas = shard_canvas(tasks, network, config)
     start = time.perf_counter()
     note = "ok"
     try:

@@ -49,6 +49,10 @@ class FinetuneConfig:
     # fixed steps, or the time share when steps is None).
     lr_schedule: str = "constant"
     lr_floor: float = 0.1
+    # 0: off. N: once N steps in a row predict every training sample exactly, the task has fitted its
+    # demonstrations: fine-tuning ends after a short cool-down (schedule.FIT_COOL_DOWN), and a run
+    # gives the time saved to the tasks still to run. What it did: docs/BENCHMARKS.md.
+    stop_when_fitted: int = 0
     translate: bool = True  # random offsets of the demonstration pairs inside the canvas
     # Scale augmentation (VARC): each augmented version upscaled by a factor drawn from 1..max_scale,
     # capped where the task would leave its canvas; predictions are mapped back by downscaling.
@@ -90,6 +94,8 @@ class FinetuneConfig:
             raise ValueError(f"samples_per_view must be at least 1, got {self.samples_per_view}")
         if self.latent_noise < 0:
             raise ValueError(f"latent_noise must not be negative, got {self.latent_noise}")
+        if self.stop_when_fitted < 0:
+            raise ValueError(f"stop_when_fitted must not be negative, got {self.stop_when_fitted}")
         if self.max_scale < 1:
             raise ValueError(f"max_scale must be at least 1, got {self.max_scale}")
 

@@ -401,16 +401,26 @@ def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogu
     reserve = _inference_reserve(catalogue.groups, learner, config, canvas=canvas, device=device,
                                  seconds=clock.deadline - time.perf_counter())
     schedule = FinetuneSchedule.for_config(config, num_tasks, time.perf_counter(), clock.deadline - reserve)
-    steps = 0
+    steps = exact_streak = 0
     while not schedule.done(steps, time.perf_counter()):
         step_start = time.perf_counter()
         if steps == config.embedding_steps:
             learner.optim.train_network = True
         learner.lr_factor = schedule.lr_factor(steps, step_start)
-        train_step(learner, slots, stream)
+        metrics = train_step(learner, slots, stream)
         steps += 1
         schedule.step_took(time.perf_counter() - step_start)
+        if config.stop_when_fitted:
+            exact_streak = exact_streak + 1 if _all_exact(metrics) else 0
+            if exact_streak == config.stop_when_fitted:
+                schedule.cool_down(steps, time.perf_counter())
     return _Tuned(learner, steps, warmup_seconds)
+
+
+def _all_exact(metrics: dict[str, torch.Tensor]) -> bool:
+    """Whether a step's halted samples were all predicted exactly (and there were some)."""
+    count = metrics["count"].item()
+    return count > 0 and metrics["exact_accuracy"].item() == count
 
 
 def _warm_up(learner: Learner, canvas: int, config: FinetuneConfig, *, device: torch.device,

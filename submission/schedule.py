@@ -12,6 +12,10 @@ run is reproducible whatever the machine's speed. With ``config.steps`` None, it
 as fit before the deadline, and the learning rate follows the fraction of the time share spent: the
 warm-up, then the decay, stretch over whatever share the task was given.
 
+A task that has fitted its demonstrations (``config.stop_when_fitted``) need not use its whole share:
+``cool_down`` ends fine-tuning after a further FIT_COOL_DOWN of the steps or seconds spent so far,
+over which the cosine runs to its floor, and the run hands the time saved to the tasks still to come.
+
 The share left for inference is what inference needs: the seconds per view, measured at the real
 inference batch on the task's canvas, times the views to predict, with a safety factor, and never
 more than half the time left, except that every task keeps the time of its first batch: a task
@@ -34,6 +38,9 @@ INFERENCE_SAFETY = 1.5
 # going without fine-tuning.
 MAX_INFERENCE_SHARE = 0.5
 LR_SCHEDULES = ("constant", "cosine")
+# A fitted task fine-tunes on for this share of the steps (or seconds) it has taken so far: the
+# learning rate falls to its floor instead of stopping where the fit happened to be reached.
+FIT_COOL_DOWN = 0.25
 
 
 @dataclass
@@ -76,6 +83,14 @@ class FinetuneSchedule:
         self.steps_timed += 1
         if self.steps_timed > 1:  # the first step also pays one-off costs (allocations, a late compile)
             self.seconds_per_step = seconds
+
+    def cool_down(self, step: int, now: float) -> None:
+        """The task has fitted its demonstrations at ``step``: end after FIT_COOL_DOWN more of what has
+        been spent (never later than planned). The progress jumps, so the cosine falls at once."""
+        if self.fixed_steps is not None:
+            self.fixed_steps = min(self.fixed_steps, step + math.ceil(FIT_COOL_DOWN * step))
+        else:
+            self.deadline = min(self.deadline, now + FIT_COOL_DOWN * (now - self.start))
 
     def done(self, step: int, now: float) -> bool:
         """Whether to stop before ``step``: the fixed count is reached, or the next step would end past

@@ -101,3 +101,38 @@ def test_fixed_steps_give_the_same_answers_whatever_the_share():
     a = solve_task(task, network, config, torch.device("cpu"), 60.0)
     b = solve_task(task, network, config, torch.device("cpu"), math.inf)
     assert a.finetune_steps == b.finetune_steps == 6 and a.ranked == b.ranked
+
+
+def test_a_fitted_task_cools_down_for_a_quarter_of_what_it_spent():
+    fixed = schedule(steps=100)
+    fixed.cool_down(40, 0.0)
+    assert [fixed.done(s, 0.0) for s in (49, 50)] == [False, True]
+    assert fixed.lr_factor(40, 0.0) < 0.2 and fixed.lr_factor(49, 0.0) == pytest.approx(0.1, abs=0.01)
+    timed = schedule(start=10.0, deadline=110.0)
+    timed.cool_down(7, 50.0)  # 40 s spent: 10 s more
+    assert not timed.done(8, 59.9) and timed.done(8, 60.1)
+    late = schedule(steps=100)
+    late.cool_down(90, 0.0)  # never past the plan
+    assert late.done(100, 0.0) and not late.done(99, 0.0)
+
+
+def test_fine_tuning_stops_once_enough_steps_in_a_row_fit_every_sample(monkeypatch):
+    """Steps 1-2 and 4-6 fit every sample; with ``stop_when_fitted=3`` the third fitted step in a row
+    (step 6) starts the cool-down: a quarter of 6 steps more, rounded up, so 8 steps of the 100."""
+    import submission.finetune as finetune
+    torch.set_num_threads(1)
+    fits = iter([True, True, False] + [True] * 100)
+    real_step = finetune.train_step
+
+    def step_with_chosen_fit(learner, slots, stream):
+        metrics = real_step(learner, slots, stream)
+        metrics["exact_accuracy"] = metrics["count"] * float(next(fits))
+        return metrics
+
+    monkeypatch.setattr(finetune, "train_step", step_with_chosen_fit)
+    network = Network.fresh_init(fresh_model_config())
+    task = synthetic_tasks(1, seed=3, families=("colour_map",))[0]
+    config = dataclasses.replace(cpu(), steps=100, stop_when_fitted=3, views=2)
+    assert solve_task(task, network, config, torch.device("cpu"), math.inf).finetune_steps == 8
+    with pytest.raises(ValueError, match="stop_when_fitted"):
+        dataclasses.replace(cpu(), stop_when_fitted=-1)

@@ -29,12 +29,13 @@ from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_kaggle
 from arc_data.tasks import Task, select
 from augment.voting import RANK_KEYS, grid_key
+from pretrain.config import SettingError, parse_setting, replaced_fields
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.import_official import OFFICIAL_RECIPES
 from pretrain.kaggle_facts import KAGGLE_TIME_LIMIT, TEST_CHALLENGES
 from submission import kaggle_env
 from submission.config import (FINETUNE_PRESETS, KAGGLE_RERUN_PRESET, KAGGLE_VISIBLE_PRESET, SHIPPED_NETWORK,
-                               fresh_model_config)
+                               FinetuneConfig, fresh_model_config)
 from submission.candidates import candidate_records, write_candidates
 from submission.network import Network
 from submission.runner import RunSummary, run_submission
@@ -64,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="official checkpoint: change a config value, e.g. --set seq_len=900 H_cycles=4")
     parser.add_argument("--preset", choices=sorted(FINETUNE_PRESETS), help="fine-tuning preset (default: cpu, or "
                                                                   "kaggle-nvarc / kaggle-placeholder on Kaggle)")
+    parser.add_argument("--finetune", nargs="+", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a field of the fine-tuning preset (submission/config.py FinetuneConfig), "
+                             "e.g. --finetune stop_when_fitted=5 max_scale=2")
     parser.add_argument("--time-limit", type=float, help="seconds for the whole run (default: 840, or "
                                                          f"{KAGGLE_TIME_LIMIT} on Kaggle)")
     parser.add_argument("--shard-tasks", type=int,
@@ -171,6 +175,22 @@ def argument_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
+    """The preset with the command's changes: ``--finetune`` first, then the dedicated options. A
+    SettingError (a ValueError) names a field the preset does not have or a value it refuses."""
+    try:
+        changes = dict(parse_setting(item) for group in args.finetune for item in group)
+    except ValueError as error:
+        raise SettingError(str(error).replace("--set", "--finetune")) from None
+    config = replaced_fields(FINETUNE_PRESETS[args.preset](), changes, "the fine-tuning preset", "--finetune")
+    if args.shard_tasks is not None:
+        config = dataclasses.replace(config, shard_tasks=args.shard_tasks, shard_per_worker=False)
+    if args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
+    return dataclasses.replace(config, seed=args.seed, keep_evidence=args.candidates is not None,
+                               selector=args.selector or config.selector)
+
+
 def write_fallback(out: Path, tasks: list[Task]) -> None:
     """A complete, valid file before the run, written once the input (tasks, network) has loaded: bad
     input leaves an existing file as it was, and a crash during the run leaves a valid one."""
@@ -208,18 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         tasks = load_tasks(args)
         if not args.allow_pretrained_tasks:
             refuse_pretrained_tasks(args.checkpoint, tasks)
+        config = finetune_config(args)
         network = load_network(args.checkpoint, args.recipe, args.config, args.set, seed=args.seed)
         write_fallback(args.out, tasks)
-    except (ArcDataError, SubmissionError, ExportError, OSError) as error:
+    except (ArcDataError, SubmissionError, ExportError, OSError, SettingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
-    config = FINETUNE_PRESETS[args.preset]()
-    if args.shard_tasks is not None:
-        config = dataclasses.replace(config, shard_tasks=args.shard_tasks, shard_per_worker=False)
-    if args.steps is not None:
-        config = dataclasses.replace(config, steps=args.steps)
-    config = dataclasses.replace(config, seed=args.seed, keep_evidence=args.candidates is not None,
-                                 selector=args.selector or config.selector)
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()

@@ -7,7 +7,6 @@ Kept apart from the benchmarks themselves so that they import it and not one ano
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import platform
 import resource
 import sys
@@ -19,6 +18,7 @@ import torch
 
 from arc_data.sources import load_bundled, load_source
 from arc_data.tasks import Task, select
+from pretrain.config import SettingError, replaced_fields
 from pretrain.distributed import World, setup_world, teardown_world
 from submission.config import fresh_model_config
 from submission.network import Network
@@ -73,22 +73,6 @@ def one_process_world(device: str | None, what: str) -> Iterator[World]:
         yield world
     finally:
         teardown_world()
-
-
-class SettingError(ValueError):
-    """A ``--set KEY=VALUE`` that names no field or gives a value the field refuses."""
-
-
-def replaced_fields(config, changes: dict, what: str):
-    """``config`` (a dataclass) with ``changes``, every key checked against its fields."""
-    fields = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(changes) - fields)
-    if unknown:
-        raise SettingError(f"--set: {', '.join(unknown)} is not a field of {what} (known: {', '.join(sorted(fields))})")
-    try:
-        return dataclasses.replace(config, **changes)
-    except (TypeError, ValueError) as error:
-        raise SettingError(f"--set: {error}") from None
 
 
 def suite_tasks(args: argparse.Namespace) -> list[Task]:

@@ -37,8 +37,8 @@ from arc_data.grids import ArcDataError
 from arc_data.progress import progress, write_line
 from arc_data.sources import BUNDLED, SPLITS
 from arc_data.tasks import Task
-from bench.common import SettingError, load_network, paired_table, parse_seeds, replaced_fields, suite_tasks
-from pretrain.config import parse_setting
+from bench.common import load_network, paired_table, parse_seeds, suite_tasks
+from pretrain.config import SettingError, parse_setting, replaced_fields
 from pretrain.cpu_matmul import use_onednn_matmul
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from submission.candidates import candidate_records, task_scores, write_candidates

@@ -42,8 +42,8 @@ import torch
 from arc_data.grids import ArcDataError
 from arc_data.sources import BUNDLED, SPLITS, load_bundled, load_source
 from arc_data.tasks import Task
-from bench.common import SettingError, device_name, load_network, paired_table, parse_seeds, replaced_fields, suite_tasks
-from pretrain.config import parse_setting
+from bench.common import device_name, load_network, paired_table, parse_seeds, suite_tasks
+from pretrain.config import SettingError, parse_setting, replaced_fields
 from pretrain.distributed import default_dtype, pick_device
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_projection

@@ -180,6 +180,23 @@ def parse_setting(item: str) -> tuple[str, Any]:
         return key, text
 
 
+class SettingError(ValueError):
+    """A ``KEY=VALUE`` setting that names no field or gives a value the field refuses."""
+
+
+def replaced_fields(config, changes: dict, what: str, flag: str = "--set"):
+    """``config`` (a dataclass) with ``changes``, every key checked against its fields; a SettingError
+    names ``flag``, the command's option that gave them."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise SettingError(f"{flag}: {', '.join(unknown)} is not a field of {what} (known: {', '.join(sorted(fields))})")
+    try:
+        return dataclasses.replace(config, **changes)
+    except (TypeError, ValueError) as error:
+        raise SettingError(f"{flag}: {error}") from None
+
+
 def tiny() -> ModelConfig:
     """CPU tests and debugging: forward + backward of a batch of 8 well under a second."""
     return ModelConfig(arch="trm", hidden=64, heads=4, mlp_inner=192, layers=2, T=2, n=2, prefix_tokens=4,

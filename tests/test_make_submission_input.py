@@ -14,6 +14,7 @@ from arc_data.synthetic import synthetic_tasks
 from pretrain.config import tiny
 from pretrain.export import export_network
 from pretrain.model import build_model
+from submission.config import cpu
 from submission.finetune import TaskOutcome
 from submission.runner import RunSummary
 from submission.writer import read_submission, validate_submission
@@ -66,6 +67,27 @@ def test_numbers_that_would_run_nothing_are_one_line(capsys, challenges, old_out
     assert code == 2
     assert_one_line(err, problem)
     assert out == "" and old_out.read_bytes() == OLD
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ("bogus=1", "--finetune: bogus is not a field of the fine-tuning preset"),
+    ("stop_when_fitted=-1", "--finetune: stop_when_fitted must not be negative, got -1"),
+    ("lr", "--finetune 'lr': expected KEY=VALUE"),
+])
+def test_a_bad_finetune_setting_is_one_line(capsys, challenges, old_out, setting, problem):
+    code, out, err = run_main(capsys, "--challenges", challenges, "--out", old_out, "--finetune", setting)
+    assert code == 2
+    assert_one_line(err, problem)
+    assert out == "" and old_out.read_bytes() == OLD
+
+
+def test_finetune_settings_change_the_preset_the_run_gets(capsys, challenges, tmp_path, monkeypatch):
+    configs = []
+    fake_run(monkeypatch, lambda tasks: [outcome(t) for t in tasks], configs)
+    code, _, err = run_main(capsys, "--challenges", challenges, "--out", tmp_path / "s.json",
+                            "--finetune", "stop_when_fitted=5", "lr=2e-3", "--steps", "7")
+    assert code == 0, err
+    assert (configs[0].stop_when_fitted, configs[0].lr, configs[0].steps, configs[0].batch) == (5, 2e-3, 7, cpu().batch)
 
 
 def test_out_in_a_missing_folder_is_created(capsys, challenges, tmp_path, monkeypatch):
@@ -156,9 +178,12 @@ def test_truncated_weights_are_one_line_and_leave_the_output_as_it_was(capsys, c
 
 # ---------------------------------------------------------------------------------------- failed tasks
 
-def fake_run(monkeypatch, outcomes_for):
-    """Replace the model run: ``outcomes_for(tasks)`` gives the outcomes; the file keeps its pre-fill."""
+def fake_run(monkeypatch, outcomes_for, configs: list | None = None):
+    """Replace the model run: ``outcomes_for(tasks)`` gives the outcomes; the file keeps its pre-fill.
+    Each run's fine-tuning config is appended to ``configs``."""
     def run_submission(tasks, network, config, out, time_limit, workers=None, quiet=False):
+        if configs is not None:
+            configs.append(config)
         outcomes = {outcome.task_id: outcome for outcome in outcomes_for(tasks)}
         return RunSummary(outcomes=outcomes, unfinished=[t.id for t in tasks if t.id not in outcomes])
     monkeypatch.setattr(make_submission, "run_submission", run_submission)

@@ -418,7 +418,8 @@ def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogu
 
 
 def _all_exact(metrics: dict[str, torch.Tensor]) -> bool:
-    """Whether a step's halted samples were all predicted exactly (and there were some)."""
+    """Whether a step's halted samples were all predicted exactly (and there were some). Reading the
+    sums waits for the step to finish on a GPU, which is why it runs only when the option is on."""
     count = metrics["count"].item()
     return count > 0 and metrics["exact_accuracy"].item() == count
 

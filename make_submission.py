@@ -179,9 +179,9 @@ def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     """The preset with the command's changes: ``--finetune`` first, then the dedicated options. A
     SettingError (a ValueError) names a field the preset does not have or a value it refuses."""
     try:
-        changes = dict(parse_setting(item) for group in args.finetune for item in group)
+        changes = dict(parse_setting(item, "--finetune") for group in args.finetune for item in group)
     except ValueError as error:
-        raise SettingError(str(error).replace("--set", "--finetune")) from None
+        raise SettingError(str(error)) from None
     config = replaced_fields(FINETUNE_PRESETS[args.preset](), changes, "the fine-tuning preset", "--finetune")
     if args.shard_tasks is not None:
         config = dataclasses.replace(config, shard_tasks=args.shard_tasks, shard_per_worker=False)

@@ -162,14 +162,14 @@ class OptimConfig:
             raise ValueError(f"micro_batch must be a positive integer, 'auto' or None, got {self.micro_batch!r}")
 
 
-def parse_setting(item: str) -> tuple[str, Any]:
-    """One ``KEY=VALUE`` item of a command's ``--set``, as (key, value). VALUE is read as JSON (``4``,
+def parse_setting(item: str, flag: str = "--set") -> tuple[str, Any]:
+    """One ``KEY=VALUE`` item of a command's ``flag``, as (key, value). VALUE is read as JSON (``4``,
     ``1e-3``, ``true``, ``[1, 2]``, ``{"T": 4}``), ``none`` or ``null`` as None, ``True``/``False`` in
     any case as booleans, and anything else as text. Raises ValueError without ``=`` or a key."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
     text = text.strip()
     words = {"none": None, "null": None, "true": True, "false": False}
     if text.lower() in words:

@@ -54,7 +54,7 @@ from arc_data.synthetic import synthetic_tasks
 from pretrain.config import ModelConfig
 from pretrain.data import PuzzleCatalogue, TrainStream
 from pretrain.distributed import World
-from pretrain.learner import Learner, Slots, train_step
+from pretrain.learner import Learner, train_step
 from pretrain.memory import measure_bytes_per_sample
 from pretrain.model import build_model
 from pretrain.presets import RUN_PRESETS, RunConfig
@@ -457,7 +457,7 @@ def pretraining(run: RunConfig, dtype: torch.dtype, live: LiveBytes) -> Phase:
     live.begin("train")
     learner = Learner(run.model, run.optim, rows, _meta_world(), dtype, run.seed, compile=False,
                       puzzle_storage=run.puzzle_storage)
-    slots = Slots(learner.model, run.optim.global_batch, learner.world, side)
+    slots = learner.new_slots(run.optim.global_batch, side)
     micro = learner.micro_batch_size(side, slots.local_batch)
     for step in range(TRAIN_STEPS):
         if step == TRAIN_STEPS - 1:

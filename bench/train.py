@@ -155,7 +155,7 @@ def bench_one(run: RunConfig, model_config: ModelConfig, canvas: int, batch: int
     learner = Learner(model_config, optim, max(puzzle_ids, catalogue.num_ids), world, dtype, seed, compile=compile,
                       puzzle_storage=run.puzzle_storage)
     stream = TrainStream(catalogue, data)
-    slots = Slots(learner.model, batch, world, canvas)
+    slots = learner.new_slots(batch, canvas)
     micro_batch = learner.micro_batch_size(canvas, batch)  # measured now, outside the timed steps
     reset_peak_memory(device)
 

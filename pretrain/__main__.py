@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bucket-canvas", action="store_true",
                         help="train each task at the smallest canvas that holds it (needs --pos-encoding rope2d)")
     parser.add_argument("--pos-encoding", choices=("rope1d", "rope2d"), help="position encoding of the network")
+    parser.add_argument("--max-steps", type=int, help="supervision steps per sample (the ACT limit)")
+    parser.add_argument("--improvement-targets", action="store_true",
+                        help="Deep Improvement Supervision: each supervision step trained towards its own target, "
+                             "from the input to the answer, and every sample takes all --max-steps steps")
     return parser.parse_args(argv)
 
 
@@ -82,10 +86,13 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         config.puzzle_storage = args.puzzle_table
     if args.pos_encoding:
         config.model = config.model.replace(pos_encoding=args.pos_encoding)
+    if args.max_steps is not None:
+        config.model = config.model.replace(max_steps=args.max_steps)
     optim = {"global_batch": args.global_batch, "lr": args.lr, "optimizer": args.optimizer,
              "lr_cooldown_steps": args.lr_cooldown_steps,
              "micro_batch": args.micro_batch,
-             "activation_checkpointing": True if args.activation_checkpointing else None}
+             "activation_checkpointing": True if args.activation_checkpointing else None,
+             "improvement_targets": True if args.improvement_targets else None}
     config.optim = dataclasses.replace(config.optim, **{k: v for k, v in optim.items() if v is not None})
     data = {"num_aug": args.num_aug, "bucket_canvas": True if args.bucket_canvas else None,
             "train_sources": tuple(args.train_sources) if args.train_sources is not None else None,
@@ -97,7 +104,11 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = resolve_config(args)
+    try:
+        config = resolve_config(args)
+    except ValueError as error:  # a setting the config refuses (e.g. --max-steps 0)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(orjson.dumps(config.to_dict(), option=orjson.OPT_INDENT_2).decode())
         print(f"parameters: {count_parameters(build_model(config.model)):,} (the puzzle table is extra)")

@@ -153,6 +153,10 @@ class OptimConfig:
     # see pretrain/memory.py; the whole batch on a CPU). Results do not depend on it.
     micro_batch: int | str | None = None
     activation_checkpointing: bool = False  # recompute each network call in backward instead of keeping activations
+    # Deep Improvement Supervision (arXiv 2511.16886), off in the official recipe: supervision step k of
+    # max_steps is trained towards a target with about k / max_steps of the answer's changed cells turned
+    # (losses.improvement_targets), and every sample takes all max_steps steps (no learned halting).
+    improvement_targets: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -31,10 +31,14 @@ from torch import Tensor
 from pretrain.config import ModelConfig, OptimConfig
 from pretrain.data import SampleBatch
 from pretrain.distributed import World
-from pretrain.losses import StepTerms, act_loss_terms, act_metrics, q_continue_target
+from pretrain.losses import StepTerms, act_loss_terms, act_metrics, improvement_targets, q_continue_target
 from pretrain.memory import auto_micro_batch
 from pretrain.model import Carry, Reasoner, RecursiveModel, build_model, halt_decision
 from pretrain.puzzle_embedding import PuzzleEmbedding
+
+
+# Tells the reveal draws' seed apart from the halting draws' (both derive from the learner's seed).
+_REVEAL_STREAM = 1
 
 
 class SampleSource(Protocol):
@@ -151,6 +155,14 @@ class Learner:
     def step_lr_factor(self) -> float:
         return self.lr_factor if self.lr_factor is not None else self.warmup_factor()
 
+    def new_slots(self, local_batch: int, canvas: int) -> "Slots":
+        """Empty batch slots for this learner's steps on a canvas x canvas field (with the draws that
+        Deep Improvement Supervision needs when it is on)."""
+        seed = None
+        if self.optim.improvement_targets:
+            seed = int(np.random.SeedSequence([self.seed, _REVEAL_STREAM]).generate_state(1)[0])
+        return Slots(self.model, local_batch, self.world, canvas, improvement_seed=seed)
+
     def eval_model(self) -> RecursiveModel:
         """The network used for evaluation and export: the EMA copy when there is one."""
         return self.ema if self.ema is not None else self.model
@@ -196,12 +208,21 @@ class Slots:
     Rank r owns global slots ``r * local_batch .. (r + 1) * local_batch - 1``. Refilling looks at the
     halted slots of every rank, takes that many samples from the (identical on every rank) stream and
     hands them out in global slot order, so a run's samples do not depend on the number of ranks.
+
+    ``improvement_seed`` (Deep Improvement Supervision only): each fresh sample also gets ``reveal``,
+    one uniform draw per cell that orders the turning of its cells (``losses.improvement_targets``),
+    drawn for the global batch from a generator seeded alike on every rank.
     """
 
-    def __init__(self, model: RecursiveModel, local_batch: int, world: World, canvas: int):
+    def __init__(self, model: RecursiveModel, local_batch: int, world: World, canvas: int,
+                 improvement_seed: int | None = None):
         self.world, self.local_batch, self.side = world, local_batch, canvas
         device = world.device
         cells = canvas * canvas
+        self.reveal: Tensor | None = None
+        if improvement_seed is not None:
+            self.reveal = torch.zeros(local_batch, cells, device=device)
+            self.reveal_generator = torch.Generator().manual_seed(improvement_seed)
         self.inputs = torch.zeros(local_batch, cells, dtype=torch.uint8, device=device)
         self.labels = torch.zeros(local_batch, cells, dtype=torch.uint8, device=device)
         self.puzzle_ids = torch.zeros(local_batch, dtype=torch.long, device=device)
@@ -220,6 +241,9 @@ class Slots:
         if count == 0:
             return 0
         fresh = source.take(count)
+        reveal = None
+        if self.reveal is not None:  # drawn on every rank, whether or not it refills a slot, to stay alike
+            reveal = torch.rand(count, self.side * self.side, generator=self.reveal_generator)
         # The k-th halted global slot gets the k-th fresh sample; keep the ones in this rank's range.
         start = self.world.rank * self.local_batch
         mine = halted_all[start:start + self.local_batch]
@@ -232,6 +256,8 @@ class Slots:
         self.labels[index] = self._to_device(fresh.labels[picks])
         self.puzzle_ids[index] = self._to_device(fresh.puzzle_ids[picks])
         self.steps[index] = 0
+        if reveal is not None:
+            self.reveal[index] = reveal[torch.from_numpy(picks)].to(self.world.device)
         model.reset_slots_(self.carry, index)
         return count
 
@@ -263,7 +289,9 @@ def train_step(learner: Learner, slots: Slots, source: SampleSource,
         loss_sum, q_logits, step_terms = _forward_backward(
             learner, slots, learner.micro_batch_size(slots.side, slots.local_batch))
     slots.steps += 1
-    halted = halt_decision(q_logits, slots.steps, learner.model_config, training=True,
+    # Deep Improvement Supervision drops learned halting: every sample takes all max_steps steps.
+    learned_halting = not optim.improvement_targets
+    halted = halt_decision(q_logits, slots.steps, learner.model_config, training=learned_halting,
                            generator=learner.halt_generator,
                            slots=(world.rank * slots.local_batch, optim.global_batch))
     metrics = act_metrics(step_terms, halted, slots.steps)
@@ -350,7 +378,10 @@ def _micro_step(learner: Learner, slots: Slots, part: slice) -> tuple[Tensor, Te
         with torch.no_grad():
             _, _, next_q = model(carry, inputs, puzzle_emb.detach())
         target = q_continue_target(next_q, slots.steps[part] + 1 >= config.max_steps)
-    loss, terms = act_loss_terms(logits, slots.labels[part].long(), q_logits, learner.optim.global_batch, target)
+    labels = slots.labels[part]
+    if learner.optim.improvement_targets:
+        labels = improvement_targets(inputs, labels, slots.reveal[part], slots.steps[part] + 1, config.max_steps)
+    loss, terms = act_loss_terms(logits, labels.long(), q_logits, learner.optim.global_batch, target)
     loss.backward()
     return loss.detach(), q_logits.detach(), terms, carry
 
@@ -359,7 +390,7 @@ def warm_up_train_step(learner: Learner, side: int, batch: int) -> None:
     """Forward and backward of every micro-batch a step of ``batch`` slots on this canvas runs, on
     blank samples, then their gradients and puzzle lookups dropped: the network, the puzzle rows and
     the real slots stay as they were. A compiled step compiles its graphs here, before timed work."""
-    blank = Slots(learner.model, batch, learner.world, side)
+    blank = learner.new_slots(batch, side)
     learner.model.train()
     _forward_backward(learner, blank, learner.micro_batch_size(side, batch))
     learner.optimizer.zero_grad(set_to_none=True)

@@ -8,6 +8,8 @@ teaches the halting head whether that answer is exactly right).
   detached metric sums; ``act_loss_terms`` and ``act_metrics`` are its two halves, for micro-batches
   (the loss does not depend on the halting decision, only the metrics do).
 - ``q_continue_target``: HRM's Q-learning target for the continue logit.
+- ``improvement_targets``: Deep Improvement Supervision's target for each supervision step (an option,
+  ``OptimConfig.improvement_targets``; the official recipe trains every step on the answer).
 """
 
 from __future__ import annotations
@@ -60,6 +62,22 @@ def q_continue_target(next_q_logits: Tensor, is_last_step: Tensor) -> Tensor:
     """
     nh, nc = next_q_logits[:, 0].float(), next_q_logits[:, 1].float()
     return torch.sigmoid(torch.where(is_last_step, nh, torch.maximum(nh, nc))).detach()
+
+
+def improvement_targets(inputs: Tensor, labels: Tensor, reveal: Tensor, step: Tensor, max_steps: int) -> Tensor:
+    """Deep Improvement Supervision (arXiv 2511.16886): the target of supervision step ``step`` of
+    ``max_steps`` moves from the input towards the answer, one share of the changed cells per step.
+
+    A cell of the answer takes the answer's token once its draw in ``reveal`` (uniform in [0, 1), fixed
+    per sample) is below step / max_steps, and keeps the input's token before that; cells where input
+    and answer agree, and cells outside the answer (PAD, ignored), are the answer's at every step. So
+    each step's target holds every cell the previous one had turned, and the last step's is the answer.
+    An unturned cell outside the input grid has the input's PAD there: ignored until it turns.
+
+    inputs, labels (B, S) tokens, reveal (B, S) float, step (B,) int in 1..max_steps -> (B, S) long.
+    """
+    turned = reveal < step.float().unsqueeze(-1) / max_steps
+    return torch.where(turned | (labels == PAD), labels, inputs).long()
 
 
 @dataclass

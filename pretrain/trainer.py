@@ -51,7 +51,7 @@ class Trainer:
         self.canvases = self.catalogue.canvases() if bucketed else [config.data.canvas]
         self.streams = {c: TrainStream(self.catalogue, config.data, canvas=c if bucketed else None) for c in self.canvases}
         local_batch = config.optim.global_batch // world.size
-        self.slots = {c: Slots(self.learner.model, local_batch, world, c) for c in self.canvases}
+        self.slots = {c: self.learner.new_slots(local_batch, c) for c in self.canvases}
         pairs = np.array([sum(len(g.pair_inputs) for g in self.catalogue.groups if not bucketed or g.canvas == c)
                           for c in self.canvases], dtype=np.float64)
         self.canvas_weights = pairs / pairs.sum()
@@ -66,7 +66,8 @@ class Trainer:
             checkpoint.save_atomic({"learner": self.learner.state_dict(), "stream_positions": positions,
                                     "config": self.config.to_dict()}, self.out_dir / checkpoint.SHARED)
         slots = {c: {"inputs": s.inputs, "labels": s.labels, "puzzle_ids": s.puzzle_ids, "steps": s.steps,
-                     "halted": s.halted, "carry_y": s.carry.y, "carry_z": s.carry.z} for c, s in self.slots.items()}
+                     "halted": s.halted, "carry_y": s.carry.y, "carry_z": s.carry.z, **_reveal_state(s)}
+                 for c, s in self.slots.items()}
         checkpoint.save_atomic({"slots": slots, "step": self.learner.step},
                                self.out_dir / checkpoint.rank_file(self.world.rank))
         self.world.barrier()
@@ -92,6 +93,7 @@ class Trainer:
             for name in ("inputs", "labels", "puzzle_ids", "steps", "halted"):
                 setattr(slots, name, saved[name].to(device))
             slots.carry = Carry(saved["carry_y"].to(device, dtype), saved["carry_z"].to(device, dtype))
+            _load_reveal_state(slots, saved, self.out_dir)
         return True
 
     # -- the loop ----------------------------------------------------------------------------
@@ -185,3 +187,20 @@ class Trainer:
         if self.world.is_main and self.metrics_path.exists():
             plot_curves(self.metrics_path, self.out_dir / "curves.png")
         return {f"eval/{k}": v for k, v in scores.items()}
+
+
+def _reveal_state(slots: Slots) -> dict:
+    """Deep Improvement Supervision's per-cell draws and their generator, when the run has them."""
+    if slots.reveal is None:
+        return {}
+    return {"reveal": slots.reveal, "reveal_generator": slots.reveal_generator.get_state()}
+
+
+def _load_reveal_state(slots: Slots, saved: dict, out_dir: Path) -> None:
+    if slots.reveal is None:
+        return
+    if "reveal" not in saved:
+        raise ValueError(f"{out_dir}: the checkpoint was trained without improvement targets; "
+                         "resume it without them, or start a new run")
+    slots.reveal = saved["reveal"].to(slots.reveal.device)
+    slots.reveal_generator.set_state(saved["reveal_generator"])

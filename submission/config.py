@@ -53,6 +53,9 @@ class FinetuneConfig:
     # demonstrations: fine-tuning ends after a short cool-down (schedule.FIT_COOL_DOWN), and a run
     # gives the time saved to the tasks still to run. What it did: docs/BENCHMARKS.md.
     stop_when_fitted: int = 0
+    # Deep Improvement Supervision's step targets while fine-tuning (pretrain.config.OptimConfig), for a
+    # network pretrained with them; needs max_steps > 1 to mean anything.
+    improvement_targets: bool = False
     translate: bool = True  # random offsets of the demonstration pairs inside the canvas
     # Scale augmentation (VARC): each augmented version upscaled by a factor drawn from 1..max_scale,
     # capped where the task would leave its canvas; predictions are mapped back by downscaling.

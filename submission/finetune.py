@@ -48,7 +48,7 @@ from pretrain.config import DataConfig, ModelConfig, OptimConfig
 from pretrain.data import PuzzleCatalogue, TrainStream, canvas_for
 from pretrain.distributed import World
 from pretrain.evaluation import ViewBatch, predict, task_views, view_predictions
-from pretrain.learner import Learner, Slots, free_memory, train_step, warm_up_train_step
+from pretrain.learner import Learner, free_memory, train_step, warm_up_train_step
 from pretrain.memory import auto_micro_batch
 from pretrain.model import RecursiveModel, build_model
 from submission.config import FinetuneConfig, check_inference_changes
@@ -377,7 +377,8 @@ def _new_learner(network: Network, config: FinetuneConfig, catalogue: PuzzleCata
     optim = OptimConfig(global_batch=config.batch, lr=config.lr, optimizer=config.optimizer,
                         lr_warmup_steps=config.warmup_steps,
                         weight_decay=config.weight_decay, puzzle_lr=config.puzzle_lr, ema_decay=0.0,
-                        train_network=config.embedding_steps == 0, micro_batch=micro_batch)
+                        train_network=config.embedding_steps == 0, micro_batch=micro_batch,
+                        improvement_targets=config.improvement_targets)
     learner = Learner(network.config, optim, catalogue.num_ids, world, dtype, config.seed,
                       model=_build_model(network, device, dtype), compile=compiles(config, device))
     learner.puzzles.weight[:] = network.puzzle_mean.to(device)
@@ -396,7 +397,7 @@ def _finetune(num_tasks: int, network: Network, config: FinetuneConfig, catalogu
     clock.extend(warmup_seconds)
     stream = TrainStream(catalogue, DataConfig(train_sources=(), held_out_sources=(), canvas=canvas,
                                                translate=config.translate, seed=config.seed))
-    slots = Slots(learner.model, config.batch, learner.world, canvas)
+    slots = learner.new_slots(config.batch, canvas)
 
     reserve = _inference_reserve(catalogue.groups, learner, config, canvas=canvas, device=device,
                                  seconds=clock.deadline - time.perf_counter())

@@ -36,7 +36,7 @@ from pretrain.kaggle_facts import KAGGLE_TIME_LIMIT, TEST_CHALLENGES
 from submission import kaggle_env
 from submission.config import (FINETUNE_PRESETS, KAGGLE_RERUN_PRESET, KAGGLE_VISIBLE_PRESET, SHIPPED_NETWORK,
                                FinetuneConfig, fresh_model_config)
-from submission.candidates import candidate_records, write_candidates
+from submission.candidates import CandidateLog
 from submission.network import Network
 from submission.runner import RunSummary, run_submission
 from submission.scoring import format_score, score_submission
@@ -86,8 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="how the candidates are ranked into the two attempts (default: the preset's)")
     parser.add_argument("--candidates", type=Path, metavar="FILE",
                         help="also write every candidate with its evidence (votes, confidences, per-view "
-                             "log-probabilities) as JSON lines, to compare selectors offline "
-                             "(python -m bench.submission --selectors FILE)")
+                             "log-probabilities) as JSON lines, each task's as it finishes, to compare selectors "
+                             "offline (python -m bench.submission --selectors FILE)")
     parser.add_argument("--steps", type=int, metavar="N",
                         help="fine-tuning steps per task, for reproducible runs (default: the preset's; "
                              "the cpu preset fine-tunes for the whole time share)")
@@ -231,17 +231,18 @@ def main(argv: list[str] | None = None) -> int:
         config = finetune_config(args)
         network = load_network(args.checkpoint, args.recipe, args.config, args.set, seed=args.seed)
         write_fallback(args.out, tasks)
+        candidate_log = CandidateLog(args.candidates, tasks, args.seed) if args.candidates is not None else None
     except (ArcDataError, SubmissionError, ExportError, OSError, SettingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
     print(f"{len(tasks)} tasks, {sum(len(t.test_inputs) for t in tasks)} test inputs; preset {args.preset}, "
           f"time limit {args.time_limit:.0f} s; writing {args.out}")
     started = time.monotonic()
-    summary = run_submission(tasks, network, config, args.out, args.time_limit, args.workers, args.quiet)
+    summary = run_submission(tasks, network, config, args.out, args.time_limit, args.workers, args.quiet,
+                             on_outcome=candidate_log.add if candidate_log is not None else None)
     status = report_outcomes(tasks, summary, args.out, time.monotonic() - started)
-    if args.candidates is not None:
-        write_candidates(args.candidates, candidate_records(tasks, summary.outcomes, args.seed))
-        print(f"wrote the candidates of {len(summary.outcomes)} tasks to {args.candidates}")
+    if candidate_log is not None:
+        print(f"wrote the candidates of {candidate_log.written} tasks to {args.candidates}")
     if all(t.has_solutions for t in tasks):
         print(format_score(score_submission(read_submission(args.out), tasks)))
         print(candidate_report(tasks, summary))

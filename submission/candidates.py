@@ -43,6 +43,21 @@ def write_candidates(path: Path, records: list[dict], mode: str = "wb") -> None:
         file.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
 
 
+class CandidateLog:
+    """A run's candidates file, written as the run goes: each task's record is appended once the task
+    reports, so a run stopped part-way keeps the candidates of the tasks it finished."""
+
+    def __init__(self, path: Path, tasks: Iterable[Task], seed: int):
+        self.path, self.seed, self.written = Path(path), seed, 0
+        self.tasks = {task.id: task for task in tasks}
+        write_candidates(self.path, [])  # a new run starts a new file
+
+    def add(self, outcome: TaskOutcome) -> None:
+        records = candidate_records([self.tasks[outcome.task_id]], {outcome.task_id: outcome}, self.seed)
+        write_candidates(self.path, records, mode="ab")
+        self.written += len(records)
+
+
 def read_candidates(paths: Iterable[Path]) -> list[dict]:
     return [orjson.loads(line) for path in paths for line in Path(path).read_bytes().splitlines() if line.strip()]
 

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -248,8 +249,10 @@ class _SubmissionFile:
 
 
 def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, out: Path, time_limit: float,
-                   workers: int | None = None, quiet: bool = False) -> RunSummary:
-    """Fill ``out`` with the best attempts found for ``tasks`` within ``time_limit`` seconds."""
+                   workers: int | None = None, quiet: bool = False,
+                   on_outcome: Callable[[TaskOutcome], None] | None = None) -> RunSummary:
+    """Fill ``out`` with the best attempts found for ``tasks`` within ``time_limit`` seconds;
+    ``on_outcome`` sees each task's outcome as it arrives."""
     start = time.monotonic()
     deadline = start + time_limit - STOP_MARGIN
     unsolved = [t.without_solutions() for t in tasks]
@@ -267,6 +270,8 @@ def run_submission(tasks: list[Task], network: Network, config: FinetuneConfig, 
     def record(outcome: TaskOutcome) -> None:
         summary.outcomes[outcome.task_id] = outcome
         file.add(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
         bar.update(1)
         bar.set_postfix(projected=f"{(time.monotonic() - start) * len(unsolved) / len(summary.outcomes):.0f}s")
 

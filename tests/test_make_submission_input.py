@@ -15,6 +15,7 @@ from pretrain.config import tiny
 from pretrain.export import export_network
 from pretrain.model import build_model
 from submission.config import cpu
+from submission.candidates import read_candidates
 from submission.finetune import TaskOutcome
 from submission.runner import RunSummary
 from submission.writer import read_submission, validate_submission
@@ -181,10 +182,14 @@ def test_truncated_weights_are_one_line_and_leave_the_output_as_it_was(capsys, c
 def fake_run(monkeypatch, outcomes_for, configs: list | None = None):
     """Replace the model run: ``outcomes_for(tasks)`` gives the outcomes; the file keeps its pre-fill.
     Each run's fine-tuning config is appended to ``configs``."""
-    def run_submission(tasks, network, config, out, time_limit, workers=None, quiet=False):
+    def run_submission(tasks, network, config, out, time_limit, workers=None, quiet=False, on_outcome=None):
         if configs is not None:
             configs.append(config)
-        outcomes = {outcome.task_id: outcome for outcome in outcomes_for(tasks)}
+        outcomes = {}
+        for reported in outcomes_for(tasks):  # one by one, as a run's tasks report
+            outcomes[reported.task_id] = reported
+            if on_outcome is not None:
+                on_outcome(reported)
         return RunSummary(outcomes=outcomes, unfinished=[t.id for t in tasks if t.id not in outcomes])
     monkeypatch.setattr(make_submission, "run_submission", run_submission)
     monkeypatch.setattr(make_submission, "load_network", lambda checkpoint, *official, **seed: None)
@@ -216,3 +221,26 @@ def test_every_task_failed_exits_non_zero_with_a_valid_file(capsys, tmp_path, mo
     assert stdout.count("failed: RuntimeError") == 20 and "... and 5 more failed tasks" in stdout
     assert "every task failed" in err and "Traceback" not in err
     validate_submission(read_submission(out), load_kaggle(challenges))
+
+
+def test_the_candidates_of_each_task_reach_their_file_as_it_reports(capsys, challenges, tmp_path, monkeypatch):
+    """The second task's report finds the first task's candidates already in the file: a run stopped
+    part-way keeps what its finished tasks found."""
+    candidates = tmp_path / "candidates.jsonl"
+    candidates.write_bytes(b"an older run's file\n")
+    seen_on_disk = []
+
+    def with_evidence(task):
+        seen_on_disk.append(len(read_candidates([candidates])))
+        grid = [[1]]
+        return TaskOutcome(task.id, [[grid] for _ in task.test_inputs], evidence=[
+            [{"grid": grid, "votes": 1, "first_seen": 0, "confidences": [0.5], "view_log_probs": [-1.0]}]
+            for _ in task.test_inputs])
+
+    fake_run(monkeypatch, lambda tasks: (with_evidence(t) for t in tasks[:2]))
+    code, stdout, err = run_main(capsys, "--challenges", challenges, "--out", tmp_path / "out.json",
+                                 "--candidates", candidates)
+    assert code == 0, err
+    assert "wrote the candidates of 2 tasks" in stdout and seen_on_disk == [0, 1]
+    tasks = load_kaggle(challenges)
+    assert [r["task"] for r in read_candidates([candidates])] == [t.id for t in tasks[:2]]

@@ -1,7 +1,8 @@
 """Run presets as plain functions: a model, its data, its optimizer and the run's length.
 
 ``tiny`` is for CPU tests and debugging; ``small-arc`` pretrains the CPU network on the training
-splits' small tasks in about three hours of a 2-core CPU; the ``trm-*`` and ``hrm-*`` presets reproduce
+splits' small tasks on a 2-core CPU (the shipped run took three hours; the compiled step with oneDNN
+products now does twice its steps in less than two); the ``trm-*`` and ``hrm-*`` presets reproduce
 the papers' runs (global batch 768, lr 1e-4, 2000 warm-up steps, EMA 0.999, 1000 augmentations per task).
 They run the batch in micro-batches chosen to fit the device (``micro_batch="auto"``: the whole batch
 on a CPU), so the paper's 768 trains on one GPU.
@@ -88,14 +89,15 @@ def small_arc_data() -> DataConfig:
 
 
 def small_arc() -> RunConfig:
-    """A 2-core CPU, about three hours: the network that ``make_submission.py --fresh`` fine-tunes
+    """A 2-core CPU: the network that ``make_submission.py --fresh`` fine-tunes
     (``cpu_small``: 2-D RoPE, one supervision step), pretrained on the training splits' small tasks, so
     that fresh and pretrained compare at the same test-time cost. Export it and pass it as
     ``--checkpoint``; its run ships as make_submission's default start.
 
     20,000 steps, the last 6,000 cooling the learning rate linearly to zero, on two torchrun ranks of
-    one thread each; its time and curves are in docs/BENCHMARKS.md ("Pretraining on a CPU"). Compiled:
-    about 20 s per canvas once, then about 1.4x the eager steps per second ("The CPU step")."""
+    one thread each; its time and curves are in docs/BENCHMARKS.md ("Pretraining on a CPU"): 186 min
+    eager. Compiled, with oneDNN products: about 20 s per canvas once, then 422 sample-steps/s (a
+    40,000-step run with Muon took 106 min, docs/BENCHMARKS.md, "A second small-arc network")."""
     return RunConfig(
         name="small-arc", model=model_presets.cpu_small(), data=small_arc_data(),
         optim=OptimConfig(global_batch=64, lr=1e-3, lr_warmup_steps=200, lr_cooldown_steps=6_000, ema_decay=0.999),

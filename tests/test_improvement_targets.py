@@ -14,7 +14,7 @@ from arc_data.synthetic import synthetic_tasks
 from pretrain.distributed import setup_world
 from pretrain.losses import improvement_targets
 from pretrain.trainer import Trainer
-from submission.config import cpu
+from submission.config import cpu, fresh_model_config
 from submission.finetune import Network, solve_task
 from tests.helpers import run_cli
 from tests.test_training import losses, short_run
@@ -121,16 +121,11 @@ def test_a_run_without_them_does_not_resume_with_them(tmp_path):
 
 def test_fine_tuning_with_improvement_targets_takes_its_steps():
     torch.set_num_threads(1)
-    network = Network.fresh_init(cpu_small_with_steps(2))
+    network = Network.fresh_init(fresh_model_config().replace(max_steps=2))
     task = synthetic_tasks(1, seed=3, families=("colour_map",))[0]
     config = dataclasses.replace(cpu(), steps=4, views=2, improvement_targets=True)
     solved = solve_task(task, network, config, torch.device("cpu"), math.inf)
     assert solved.finetune_steps == 4 and solved.ranked
-
-
-def cpu_small_with_steps(max_steps):
-    from submission.config import fresh_model_config
-    return fresh_model_config().replace(max_steps=max_steps)
 
 
 def test_the_command_line_refuses_a_bad_step_count_in_one_line(capsys):

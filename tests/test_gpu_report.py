@@ -15,7 +15,7 @@ from pretrain.distributed import World
 from pretrain.hardware import (H100_PCIE, H100_SXM, L4, kaggle_hours, kaggle_projection, l4_ratios, peak_tflops_for,
                                spec_for_name)
 from submission.config import kaggle_nvarc
-from submission.finetune import TaskOutcome
+from submission.finetune import TaskOutcome, solve_shard
 from tests.helpers import run_cli, start_cli
 
 CPU = World(rank=0, size=1, local_rank=0, device=torch.device("cpu"))
@@ -82,10 +82,19 @@ def test_a_cpu_run_keeps_to_its_minutes_and_marks_gpu_rows_unmeasured(tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_the_scored_path_runs_reduced_on_a_cpu(tmp_path):
-    """The same code as on a GPU: a joint shard of two real tasks at the kaggle-nvarc preset, reduced."""
+def test_the_scored_path_runs_reduced_on_a_cpu(tmp_path, monkeypatch):
+    """The same code as on a GPU: a joint shard of two real tasks at the kaggle-nvarc preset, reduced,
+    whose deadline a compile warm-up may not push past the check's end."""
     check = gpu.Check(gpu.Report(tmp_path, "test"), CPU, time.perf_counter() + 600, tasks=2)
+    latest_ends = []
+
+    def solve_recording_its_latest_end(*args, **options):
+        latest_ends.append(options.get("latest_end", float("inf")))
+        return solve_shard(*args, **options)
+
+    monkeypatch.setattr(gpu, "solve_shard", solve_recording_its_latest_end)
     gpu.run_section(check, "scored path", gpu.scored_path)
+    assert latest_ends and all(end <= check.end for end in latest_ends)
     rows = read_rows(tmp_path)
     assert [r["status"] for r in rows] == [gpu.NO_GPU, gpu.NO_GPU, gpu.MEASURED], rows
     data = rows[-1]["data"]

@@ -21,6 +21,11 @@ settings and the machine's load, as JSON (``--json``) and as a Markdown row for 
 the test-time fields ``T``, ``n``, ``max_steps``, ``halt_exploration``): the tuning knobs, recorded
 in the JSON's settings.
 
+``--pair BASE.jsonl VARIANT.jsonl ...`` compares whole runs (another network, another setting) on
+their candidates files (``--candidates``), task by task and seed by seed: for each selector, each
+variant's pass@2 per seed, its mean, the paired difference to the base with its spread over the
+seeds, and the (seed, task) pairs won and lost.
+
 Tune on the training split; the evaluation split is for reporting.
 """
 
@@ -48,7 +53,7 @@ from pretrain.distributed import default_dtype, pick_device
 from pretrain.export import ExportError, refuse_pretrained_tasks
 from pretrain.hardware import KAGGLE_GPUS, KAGGLE_TASKS, gpu_spec, kaggle_projection
 from submission.config import FINETUNE_PRESETS, SHIPPED_NETWORK, TEST_TIME_MODEL_FIELDS, FinetuneConfig
-from submission.candidates import (candidate_records, format_selector_scores, read_candidates,
+from submission.candidates import (candidate_records, format_selector_scores, paired_run_scores, read_candidates,
                                    selector_scores, task_scores_by_seed, write_candidates)
 from submission.finetune import TaskOutcome, solve_shard
 from submission.network import Network
@@ -220,6 +225,26 @@ def run_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_runs(paths: list[str]) -> int:
+    """``--pair``: one paired table per selector (the default command's first), each variant's
+    selector against the base's same selector."""
+    if len(paths) < 2:
+        print("error: --pair: give the base run's candidates file and at least one variant's", file=sys.stderr)
+        return 2
+    names = [Path(p).stem for p in paths]
+    names = names if len(set(names)) == len(names) else paths
+    try:
+        scores = paired_run_scores({name: read_candidates([path]) for name, path in zip(names, paths)})
+    except (OSError, ValueError) as error:  # a missing file, a line that is not JSON, or runs that do not pair
+        print(f"error: --pair: {error}", file=sys.stderr)
+        return 2
+    default = FINETUNE_PRESETS["cpu"]().selector
+    for selector in [default, *(s for s in scores[names[0]] if s != default)]:
+        print(f"\n{selector}{' (pass@K: any candidate right)' if selector == 'oracle' else ''}:")
+        print(paired_table({name: {selector: scores[name][selector]} for name in names}, (names[0], selector)))
+    return 0
+
+
 def seed_spread(results: list[dict]) -> dict:
     """pass@2 per task of the written files over the seeds: each seed's, their mean and spread."""
     values = [r["pass@2_file"]["per_task"] for r in results]
@@ -306,11 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", help="suite: write every candidate with its evidence here (JSON lines)")
     parser.add_argument("--selectors", nargs="+", metavar="FILE",
                         help="compare every selector offline on the candidates in FILE(s) (from --candidates)")
+    parser.add_argument("--pair", nargs="+", metavar="FILE",
+                        help="compare runs paired on their candidates files (same tasks and seeds): the first is "
+                             "the base, each later file a variant")
     parser.add_argument("--set", nargs="+", action="append", default=[], metavar="KEY=VALUE",
                         help="suite: change a field of the preset (lr=1e-3) or of the fresh network (model.hidden=128)")
     args = parser.parse_args(argv)
     if args.fresh:
         args.checkpoint = None
+    if args.pair:
+        return compare_runs(args.pair)
     if args.selectors:
         try:
             records = read_candidates(args.selectors)

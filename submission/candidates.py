@@ -2,6 +2,7 @@
 
     python make_submission.py ... --candidates run.jsonl       # or bench.submission --suite ... --candidates
     python -m bench.submission --selectors run.jsonl [more.jsonl ...]
+    python -m bench.submission --pair base.jsonl variant.jsonl [more variants ...]   # runs, task by task
 
 One JSON line per task: ``{"task": id, "seed": n, "test": [{"truth": grid or null, "candidates":
 [evidence, ...]}, ...]}`` where each evidence is ``augment.voting.Evidence.to_dict()``: the grid,
@@ -82,11 +83,43 @@ def task_scores_by_seed(records: list[dict], k: int = 2) -> dict[str, dict[int, 
 def task_scores(records: list[dict], k: int) -> dict[str, list[float]]:
     """Each selector's pass@k of every record whose truths are known, in the records' order (one
     task's share of test outputs hit); "oracle": any candidate right (pass@K)."""
-    tasks = [[_parsed(test) for test in r["test"]] for r in records if all(t["truth"] is not None for t in r["test"])]
-    scores = {name: [float(np.mean([_hit(rank_evidence(evidence, name)[:k], truth) for evidence, truth in task]))
-                     for task in tasks] for name in RANK_KEYS}
-    scores["oracle"] = [float(np.mean([_hit(evidence, truth) for evidence, truth in task])) for task in tasks]
+    scored = [record_scores(r, k) for r in records if _has_truths(r)]
+    return {name: [s[name] for s in scored] for name in [*RANK_KEYS, "oracle"]}
+
+
+def record_scores(record: dict, k: int) -> dict[str, float]:
+    """One task's pass@k under each selector and "oracle" (its truths must be known)."""
+    tests = [_parsed(test) for test in record["test"]]
+    scores = {name: float(np.mean([_hit(rank_evidence(evidence, name)[:k], truth) for evidence, truth in tests]))
+              for name in RANK_KEYS}
+    scores["oracle"] = float(np.mean([_hit(evidence, truth) for evidence, truth in tests]))
     return scores
+
+
+def paired_run_scores(runs: dict[str, list[dict]], k: int = 2) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """Several runs of the same tasks and seeds, made comparable task by task:
+    scores[run][selector or "oracle"][seed] = per-task pass@k, the tasks in the same order in every
+    run. A task that one run scored and another has no record of (it failed, or the run stopped
+    before it) counts 0 in the other, as it did in that run's submission; a task no run has a record
+    of is left out of every mean. Raises ValueError when the runs' seeds differ or no task has known
+    truths."""
+    seeds = {name: sorted({r["seed"] for r in records}) for name, records in runs.items()}
+    if len({tuple(s) for s in seeds.values()}) > 1:
+        raise ValueError("the runs must have the same seeds to be paired: "
+                         + ", ".join(f"{name} has {s}" for name, s in seeds.items()))
+    by_key = {name: {(r["seed"], r["task"]): record_scores(r, k) for r in records if _has_truths(r)}
+              for name, records in runs.items()}
+    keys = sorted(set().union(*by_key.values()))
+    if not keys:
+        raise ValueError("no task with known test outputs in the runs")
+    missed = dict.fromkeys([*RANK_KEYS, "oracle"], 0.0)
+    return {name: {selector: {seed: [scored.get(key, missed)[selector] for key in keys if key[0] == seed]
+                              for seed in seeds[name]} for selector in missed}
+            for name, scored in by_key.items()}
+
+
+def _has_truths(record: dict) -> bool:
+    return all(t["truth"] is not None for t in record["test"])
 
 
 def _mean(values: list[float]) -> float:

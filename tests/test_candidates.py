@@ -114,3 +114,36 @@ def test_a_missing_or_broken_candidates_file_is_one_line(tmp_path, capsys):
         assert bench.submission.main(["--selectors", str(path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: --selectors:") and err.count("\n") == 1
+
+
+def test_runs_are_paired_task_by_task_and_a_missing_task_counts_zero(tmp_path, capsys):
+    """The variant solves x where the base does not (seed 0), and has no record of y at seed 1,
+    which the base solved: one pair won, one lost, the same mean."""
+    right, wrong = [[1]], [[2]]
+
+    def record(task, seed, answer):
+        return {"task": task, "seed": seed, "test": [{"truth": right, "candidates": [
+            evidence(answer, 2, [0.5] * 2, [-1.0], 0)]}]}
+
+    base = [record("x", 0, wrong), record("y", 0, right), record("x", 1, wrong), record("y", 1, right)]
+    variant = [record("x", 0, right), record("y", 0, right), record("x", 1, wrong)]
+    write_candidates(tmp_path / "base.jsonl", base)
+    write_candidates(tmp_path / "variant.jsonl", variant)
+    import bench.submission
+    assert bench.submission.main(["--pair", str(tmp_path / "base.jsonl"), str(tmp_path / "variant.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1] == "vote-poe:"  # the default command's selector comes first
+    rows = [line for line in out.splitlines() if line.startswith("| variant | vote |")]
+    assert rows == ["| variant | vote | 100.00% | 0.00% | 50.00% | +0.00 +- 70.71 | 1 / 1 |"]
+
+
+def test_runs_with_other_seeds_do_not_pair(tmp_path, capsys):
+    record = {"task": "x", "test": [{"truth": [[1]], "candidates": [evidence([[1]], 1, [0.5], [-1.0], 0)]}]}
+    write_candidates(tmp_path / "a.jsonl", [{**record, "seed": 0}])
+    write_candidates(tmp_path / "b.jsonl", [{**record, "seed": 1}])
+    import bench.submission
+    for files in ([tmp_path / "a.jsonl"], [tmp_path / "a.jsonl", tmp_path / "b.jsonl"],
+                  [tmp_path / "a.jsonl", tmp_path / "missing.jsonl"]):
+        assert bench.submission.main(["--pair", *map(str, files)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --pair:") and err.count("\n") == 1

@@ -60,7 +60,17 @@ class CandidateLog:
 
 
 def read_candidates(paths: Iterable[Path]) -> list[dict]:
-    return [orjson.loads(line) for path in paths for line in Path(path).read_bytes().splitlines() if line.strip()]
+    """Every record of the files; ValueError names the file and line of one that is not a record."""
+    records = []
+    for path in paths:
+        for number, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+            if not line.strip():
+                continue
+            record = orjson.loads(line)
+            if not (isinstance(record, dict) and {"task", "seed", "test"} <= record.keys()):
+                raise ValueError(f"{path}, line {number}: not a candidates record (task, seed, test)")
+            records.append(record)
+    return records
 
 
 def selector_scores(records: list[dict]) -> dict[str, dict[str, float]]:

@@ -12,6 +12,7 @@ out-of-memory leaves the process's CUDA context unusable, so the worker then exi
 
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 import sys
@@ -42,6 +43,9 @@ def worker_main(name: str, device_name: str, network: Network, config: FinetuneC
     else:
         use_onednn_matmul()
     torch.set_num_threads(1)
+    # The first optimizer a process builds imports torch._dynamo, 2-3 s on a slow CPU: import it
+    # now, so that the first task does not lose that time from its fine-tuning share.
+    importlib.import_module("torch._dynamo")
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
     def log(line: str) -> None:

@@ -123,7 +123,7 @@ def test_the_training_benchmark_command_prints_json():
 def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path, capsys):
     out = tmp_path / "result.json"
     code, stdout, err = call_main(bench.submission.main, capsys, "--suite", "small-arc", "--source",
-                                  "synthetic:3/2/colour_map", "--max-side", "5", "--seconds-per-task", "6",
+                                  "synthetic:3/2/colour_map", "--max-side", "5", "--seconds-per-task", "10",
                                   "--workers", "1", "--compare-selectors", "--fresh", "--json", out)
     assert code == 0, err
     data = json.loads(out.read_text())
@@ -135,7 +135,7 @@ def test_small_arc_suite_runs_the_pipeline_and_writes_json(tmp_path, capsys):
     # pass@2 of the written file agrees with the ranked candidates
     assert data["pass@2_file"]["per_task"] == data["candidates"]["pass@2"]["per_task"]
     row = stdout.strip().splitlines()[-1]
-    assert row.startswith("| synthetic:3/2/colour_map, within 5x5 | 3 (3 outputs) | 6 s x 1 workers | fresh | cpu |")
+    assert row.startswith("| synthetic:3/2/colour_map, within 5x5 | 3 (3 outputs) | 10 s x 1 workers | fresh | cpu |")
 
 
 @pytest.mark.slow

@@ -142,8 +142,9 @@ def test_runs_with_other_seeds_do_not_pair(tmp_path, capsys):
     write_candidates(tmp_path / "a.jsonl", [{**record, "seed": 0}])
     write_candidates(tmp_path / "b.jsonl", [{**record, "seed": 1}])
     import bench.submission
+    (tmp_path / "other.jsonl").write_text('{"id": "x"}\n')  # valid JSON, not a record
     for files in ([tmp_path / "a.jsonl"], [tmp_path / "a.jsonl", tmp_path / "b.jsonl"],
-                  [tmp_path / "a.jsonl", tmp_path / "missing.jsonl"]):
+                  [tmp_path / "a.jsonl", tmp_path / "missing.jsonl"], [tmp_path / "a.jsonl", tmp_path / "other.jsonl"]):
         assert bench.submission.main(["--pair", *map(str, files)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: --pair:") and err.count("\n") == 1

@@ -24,6 +24,9 @@ from augment.voting import RANK_KEYS, Evidence, grid_key, rank_evidence
 from submission.finetune import TaskOutcome
 
 
+SCORED = (*RANK_KEYS, "oracle")  # what a record is scored by: every selector, and any candidate right
+
+
 def candidate_records(tasks: Iterable[Task], outcomes: dict[str, TaskOutcome], seed: int) -> list[dict]:
     """One record per task that kept its evidence (tasks that failed or were not reached have none)."""
     records = []
@@ -87,14 +90,14 @@ def task_scores_by_seed(records: list[dict], k: int = 2) -> dict[str, dict[int, 
     pass@k, every selector on the same records (a paired comparison)."""
     seeds = sorted({r["seed"] for r in records})
     by_seed = {seed: task_scores([r for r in records if r["seed"] == seed], k) for seed in seeds}
-    return {name: {seed: by_seed[seed][name] for seed in seeds} for name in [*RANK_KEYS, "oracle"]}
+    return {name: {seed: by_seed[seed][name] for seed in seeds} for name in SCORED}
 
 
 def task_scores(records: list[dict], k: int) -> dict[str, list[float]]:
     """Each selector's pass@k of every record whose truths are known, in the records' order (one
     task's share of test outputs hit); "oracle": any candidate right (pass@K)."""
     scored = [record_scores(r, k) for r in records if _has_truths(r)]
-    return {name: [s[name] for s in scored] for name in [*RANK_KEYS, "oracle"]}
+    return {name: [s[name] for s in scored] for name in SCORED}
 
 
 def record_scores(record: dict, k: int) -> dict[str, float]:
@@ -122,9 +125,9 @@ def paired_run_scores(runs: dict[str, list[dict]], k: int = 2) -> dict[str, dict
     keys = sorted(set().union(*by_key.values()))
     if not keys:
         raise ValueError("no task with known test outputs in the runs")
-    missed = dict.fromkeys([*RANK_KEYS, "oracle"], 0.0)
+    missed = dict.fromkeys(SCORED, 0.0)
     return {name: {selector: {seed: [scored.get(key, missed)[selector] for key in keys if key[0] == seed]
-                              for seed in seeds[name]} for selector in missed}
+                              for seed in seeds[name]} for selector in SCORED}
             for name, scored in by_key.items()}
 
 
